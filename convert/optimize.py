@@ -1,0 +1,82 @@
+"""Steps 2-4: symbolic shape inference, ONNX Runtime's transformer fusions, precision variants."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from convert.errors import ConvertError
+
+# Fused operators the BERT optimizer produces; attention is the one that matters most.
+FUSED_OPERATORS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
+                   "BiasGelu", "FastGelu", "Gelu", "LayerNormalization", "SkipSimplifiedLayerNormalization")
+
+
+@dataclass(frozen=True)
+class FusionReport:
+    nodes_before: int
+    nodes_after: int
+    fused: dict[str, int]          # fused operator -> count in the optimised graph
+    attention_fused: bool
+
+    def describe(self) -> str:
+        ops = ", ".join(f"{op} {n}" for op, n in self.fused.items() if n)
+        state = "attention fused" if self.attention_fused else "ATTENTION NOT FUSED"
+        return f"{self.nodes_before} -> {self.nodes_after} nodes; {ops}; {state}"
+
+
+def infer_shapes(source: Path, target: Path) -> Path:
+    """Symbolic shape inference names every dynamic dimension, which the fusions rely on."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(source))
+    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+    if inferred is None:
+        raise ConvertError(f"symbolic shape inference failed on {source}")
+    onnx.save(inferred, str(target))
+    return target
+
+
+def optimize_transformer(source: Path, target: Path, *, num_heads: int, hidden_size: int,
+                         model_type: str = "bert", use_gpu: bool = False) -> FusionReport:
+    """Fuse attention, layer norms and GELU with ONNX Runtime's offline transformer optimizer."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    nodes_before = len(onnx.load(str(source)).graph.node)
+    # opt_level 0: only the transformer fusions offline; the session applies its own
+    # graph optimisations at load time for the hardware it runs on.
+    optimized = optimize_model(str(source), model_type=model_type, num_heads=num_heads,
+                               hidden_size=hidden_size, opt_level=0, use_gpu=use_gpu)
+    optimized.save_model_to_file(str(target))
+    ops = Counter(node.op_type for node in optimized.model.graph.node)
+    fused = {op: ops.get(op, 0) for op in FUSED_OPERATORS}
+    attention = fused["Attention"] + fused["MultiHeadAttention"]
+    return FusionReport(nodes_before=nodes_before, nodes_after=len(optimized.model.graph.node),
+                        fused=fused, attention_fused=attention > 0)
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """FP16 weights and activations for GPUs, inputs and outputs kept FP32.
+
+    Ops that overflow or lose too much in FP16 stay FP32: normalisations, softmax,
+    powers and reductions (the pooling and L2 normalisation).
+    """
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(source)))
+    keep_fp32 = ["LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Softmax",
+                 "Pow", "ReduceMean", "ReduceSum", "ReduceL2", "Sqrt", "Div"]
+    model.convert_float_to_float16(keep_io_types=True, op_block_list=keep_fp32)
+    model.save_model_to_file(str(target))
+    return target
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic INT8 with per-channel weight scales (per-tensor scales hurt MiniLM badly)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return target

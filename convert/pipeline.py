@@ -1,0 +1,318 @@
+"""The build, step by step: checkpoint -> validated variants -> Triton model repository.
+
+Each step is one function call, timed and shown. Steps hand each other files in a
+scratch folder; the repository is only written once every variant passed validation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from convert import optimize, validate
+from convert.errors import ConvertError
+from convert.export import export_onnx
+from convert.latency import latency_by_length
+from convert.postprocess import add_label_outputs
+from convert.progress import console, step
+from convert.python_models.tokenizer_model import encode, load_tokenizer
+from convert.reference import Reference, build_reference
+from convert.repository import (MANIFEST, ModelFolder, check_writable, install, int64_tensor_bytes,
+                                python_model_source, read_manifest, stage_folders, string_tensor_bytes)
+from convert.sentences import validation_sentences
+from convert.source import ModelSpec
+from convert import triton_config as tc
+
+# Which precisions a target builds, and which one it serves by default.
+TARGET_VARIANTS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}
+DEFAULT_PRECISION = {"cpu": "int8", "gpu": "fp16"}
+WARMUP_SENTENCE = "what is the weather like in Paris tomorrow"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    target: str = "cpu"
+    precision: str | None = None          # served precision; default per target
+    max_length: int = 128
+    max_batch_size: int = 32
+    out: Path = Path("triton_models")
+    tensorrt_plan: bool = True            # gpu target: also build a tensorrt_plan model
+    intra_op_threads: int = 0             # 0 = all cores
+    queue_delay_us: int = 100
+
+    @property
+    def served_precision(self) -> str:
+        return self.precision or DEFAULT_PRECISION[self.target]
+
+
+@dataclass
+class BuildResult:
+    name: str
+    out: Path
+    fusion: optimize.FusionReport
+    reports: list[validate.VariantReport]
+    variants: dict[str, dict] = field(default_factory=dict)   # precision -> size, latency
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest_entry: dict = field(default_factory=dict)
+
+
+def check_options(spec: ModelSpec, options: BuildOptions, reference_positions: int | None = None) -> None:
+    if options.target not in TARGET_VARIANTS:
+        raise ConvertError(f"unknown target '{options.target}'; choose cpu or gpu")
+    if options.served_precision not in TARGET_VARIANTS[options.target]:
+        raise ConvertError(f"precision {options.served_precision} is not built for the {options.target} target; "
+                           f"choose one of {', '.join(TARGET_VARIANTS[options.target])}")
+    if not 1 <= options.max_batch_size <= 1024:
+        raise ConvertError(f"--max-batch-size {options.max_batch_size} must be between 1 and 1024")
+    if options.max_length < 8:
+        raise ConvertError(f"--max-length {options.max_length} is too short (8 tokens at least)")
+    if reference_positions and options.max_length > reference_positions:
+        raise ConvertError(f"--max-length {options.max_length} exceeds the model's {reference_positions} positions")
+
+
+def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
+    """Changes when the converter's code, the options or the checkpoint change: a stale repository."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*")):
+        if path.suffix in {".py", ".txt"}:
+            digest.update(path.read_bytes())
+    digest.update(json.dumps({**asdict(options), "out": None}, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({**asdict(spec), "checkpoint": str(spec.checkpoint)}, default=str).encode())
+    for path in sorted(spec.checkpoint.iterdir()):
+        if path.is_file():
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def is_up_to_date(spec: ModelSpec, options: BuildOptions) -> bool:
+    entry = read_manifest(options.out).get("models", {}).get(spec.name)
+    return bool(entry) and entry.get("fingerprint") == fingerprint(spec, options) and all(
+        (options.out / folder).is_dir() for folder in entry.get("folders", []))
+
+
+# ---------------------------------------------------------------- graph steps
+
+def build_variants(reference: Reference, work: Path, target: str, timings: dict) -> tuple[optimize.FusionReport, dict[str, Path]]:
+    with step("export to ONNX (eager attention)", timings):
+        raw = export_onnx(reference, work / "exported.onnx")
+    with step("symbolic shape inference", timings):
+        shaped = optimize.infer_shapes(raw, work / "shaped.onnx")
+    with step("transformer optimizer (fusions)", timings):
+        fusion = optimize.optimize_transformer(shaped, work / "fp32.onnx", num_heads=reference.num_heads,
+                                               hidden_size=reference.hidden_size, use_gpu=target == "gpu")
+    console.print(f"  fusions: {fusion.describe()}")
+    if not fusion.attention_fused:
+        console.print("  [yellow]attention did not fuse: the graph runs, but slower than it should[/yellow]")
+    variants = {"fp32": work / "fp32.onnx"}
+    if "int8" in TARGET_VARIANTS[target]:
+        with step("INT8 dynamic quantisation (per-channel)", timings):
+            variants["int8"] = optimize.quantize_int8(variants["fp32"], work / "int8.onnx")
+    if "fp16" in TARGET_VARIANTS[target]:
+        with step("FP16 conversion (norms/softmax in FP32)", timings):
+            variants["fp16"] = optimize.convert_fp16(variants["fp32"], work / "fp16.onnx")
+    return fusion, variants
+
+
+def run_validation(reference: Reference, variants: dict[str, Path], tokenizer, timings: dict) -> list[validate.VariantReport]:
+    texts = validation_sentences()
+    with_types = "token_type_ids" in reference.input_names
+    output = reference.output_names[0]
+    reports = []
+    with step(f"validate {len(variants)} variants on {len(texts)} sentences", timings):
+        feeds = [encode(tokenizer, [text], with_types) for text in texts]
+        expected = validate.reference_outputs(reference.model, feeds)
+        for precision, path in variants.items():
+            reports.append(validate.validate_variant(precision, precision, path, expected, tokenizer, texts,
+                                                     output, with_types))
+    return reports
+
+
+def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Classifiers get `label` and `score` outputs in every served graph."""
+    if not reference.labels:
+        return variants
+    return {precision: add_label_outputs(path, work / f"{precision}-served.onnx", reference.labels)
+            for precision, path in variants.items()}
+
+
+def build_tensorrt_plan(variant: Path, work: Path, reference: Reference, options: BuildOptions, timings: dict) -> tuple[Path, dict]:
+    from convert import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
+
+    if not tensorrt_engine.gpu_available():
+        raise ConvertError("TensorRT engines can only be built on a machine with an NVIDIA GPU; use --target cpu, "
+                           "--no-tensorrt-plan, or run the convert service of docker-compose.yml on a GPU host")
+    batch, length = options.max_batch_size, options.max_length
+    profile = {name: ((1, 1), (max(1, batch // 2), min(length, 64)), (batch, length)) for name in reference.input_names}
+    with step("TensorRT engine (FP16, timing cache)", timings):
+        info = tensorrt_engine.build_engine(variant, work / "model.plan", profile=profile, fp16=True,
+                                            timing_cache=work / "timing.cache")
+    return work / "model.plan", asdict(info)
+
+
+# ---------------------------------------------------------------- repository layout
+
+@dataclass(frozen=True)
+class Layout:
+    """Names and tensors of the models one build writes."""
+    name: str
+    token_tensors: list[tc.Tensor]
+    encoder_outputs: list[tc.Tensor]
+    ensemble_outputs: dict[str, tc.Tensor]     # encoder output -> ensemble output
+
+    @property
+    def tokenizer(self) -> str:
+        return f"{self.name}-tokenizer"
+
+    @property
+    def encoder(self) -> str:
+        return f"{self.name}-encoder"
+
+
+def make_layout(name: str, reference: Reference) -> Layout:
+    tokens = [tc.Tensor(n, tc.INT64, (-1,)) for n in reference.input_names]
+    if reference.labels:
+        classes = len(reference.labels)
+        encoder_outputs = [tc.Tensor("probabilities", tc.FP32, (classes,), "labels.txt"),
+                           tc.Tensor("label", tc.STRING, (1,)), tc.Tensor("score", tc.FP32, (1,))]
+        names = {"probabilities": "PROBABILITIES", "label": "LABEL", "score": "SCORE"}
+    else:
+        encoder_outputs = [tc.Tensor("embedding", tc.FP32, (reference.hidden_size,))]
+        names = {"embedding": "EMBEDDING"}
+    ensemble_outputs = {t.name: tc.Tensor(names[t.name], t.data_type, t.dims, t.label_filename) for t in encoder_outputs}
+    return Layout(name, tokens, encoder_outputs, ensemble_outputs)
+
+
+def _warmup_contents(layout: Layout, tokenizer, with_types: bool) -> tuple[dict[str, bytes], int]:
+    feed = encode(tokenizer, [WARMUP_SENTENCE], with_types)
+    contents = {f"warmup/{name}": int64_tensor_bytes(value[0]) for name, value in feed.items()}
+    return contents, feed["input_ids"].shape[1]
+
+
+def _labels_file(labels: list[str]) -> dict[str, bytes]:
+    return {"labels.txt": ("\n".join(labels) + "\n").encode()} if labels else {}
+
+
+def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, options: BuildOptions,
+                       served_onnx: Path, plan: Path | None) -> list[ModelFolder]:
+    tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", options.max_length)
+    with_types = "token_type_ids" in reference.input_names
+    warmup, warmup_length = _warmup_contents(layout, tokenizer, with_types)
+    warmup_files = {t.name: t.name for t in layout.token_tensors}
+    batching = tc.Batching(options.max_batch_size, options.queue_delay_us)
+    labels = _labels_file(reference.labels)
+    pad_id = tokenizer.padding["pad_id"]
+
+    folders = [ModelFolder(
+        layout.tokenizer,
+        tc.tokenizer_config(layout.tokenizer, layout.token_tensors, tc.Batching(options.max_batch_size, 0),
+                            max_length=options.max_length),
+        files={"1/model.py": python_model_source("tokenizer"), "1/tokenizer.json": spec.checkpoint / "tokenizer.json"},
+        contents={"warmup/text": string_tensor_bytes([WARMUP_SENTENCE])})]
+
+    if options.target == "cpu":
+        config = tc.cpu_encoder_config(layout.encoder, layout.token_tensors, layout.encoder_outputs, batching,
+                                       onnx_file="model.onnx", intra_op_threads=options.intra_op_threads,
+                                       warmup_files=warmup_files, warmup_length=warmup_length, pad_id=pad_id,
+                                       row_by_row=validate.ROW_BY_ROW[options.served_precision])
+        folders.append(ModelFolder(layout.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
+                                                            "1/model.onnx": served_onnx}, warmup | labels))
+    else:
+        for name, use_trt in ((layout.encoder, True), (f"{layout.encoder}-cuda", False)):
+            config = tc.gpu_encoder_config(name, layout.token_tensors, layout.encoder_outputs, batching,
+                                           max_length=options.max_length, opt_length=min(options.max_length, 64),
+                                           use_tensorrt=use_trt, warmup_files=warmup_files, warmup_length=warmup_length)
+            folders.append(ModelFolder(name, config, {"1/model.onnx": served_onnx}, warmup | labels))
+        if plan is not None:
+            plan_outputs = [tc.Tensor(n, tc.FP32, (len(reference.labels) or reference.hidden_size,))
+                            for n in reference.output_names]
+            config = tc.tensorrt_plan_config(f"{layout.encoder}-trt", layout.token_tensors, plan_outputs, batching,
+                                             warmup_files=warmup_files, warmup_length=warmup_length)
+            folders.append(ModelFolder(f"{layout.encoder}-trt", config, {"1/model.plan": plan}, warmup | labels))
+
+    ensemble = tc.ensemble_config(
+        layout.name, tokenizer=layout.tokenizer, encoder=layout.encoder,
+        token_tensors=[t.name for t in layout.token_tensors], outputs=layout.ensemble_outputs,
+        max_batch_size=options.max_batch_size,
+        parameters={"task": spec.task, "max_length": str(options.max_length), "target": options.target,
+                    "precision": options.served_precision})
+    folders.append(ModelFolder(layout.name, ensemble, {}, {"1/.keep": b""} | labels))
+    return folders
+
+
+# ---------------------------------------------------------------- the whole build
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import tokenizers
+    import torch
+    import transformers
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, extra) -> dict:
+    return {
+        "name": spec.name, "task": spec.task, "source": str(spec.checkpoint),
+        "head": str(spec.head_path) if spec.head_path else None, "normalize": spec.normalize,
+        "target": options.target, "precision": options.served_precision,
+        "max_length": options.max_length, "max_batch_size": options.max_batch_size,
+        "ensemble": layout.name, "tokenizer": layout.tokenizer, "encoder": layout.encoder,
+        "folders": [f.name for f in folders],
+        "inputs": {"TEXT": "TYPE_STRING"},
+        "outputs": {t.name: list(t.dims) for t in layout.ensemble_outputs.values()},
+        "num_labels": len(extra["labels"]),
+        "fusion": asdict(fusion), "variants": variants,
+        "validation": [r.as_dict() for r in reports],
+        "fingerprint": fingerprint(spec, options), "versions": _versions(), **extra.get("tensorrt", {}),
+    }
+
+
+def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
+    timings: dict[str, float] = {}
+    check_options(spec, options)
+    check_writable(options.out)
+    with tempfile.TemporaryDirectory(prefix="convert-") as scratch:
+        work = Path(scratch)
+        with step(f"load {spec.checkpoint.name} ({spec.task})", timings):
+            reference = build_reference(spec)
+        check_options(spec, options, reference.max_positions)
+        fusion, variants = build_variants(reference, work, options.target, timings)
+        tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", options.max_length)
+        reports = run_validation(reference, variants, tokenizer, timings)
+        for report in reports:
+            console.print(f"  {report.variant}: {'passed' if report.passed else 'FAILED'}")
+        validate.require_passed(reports)
+
+        served = add_serving_outputs(reference, variants, work)
+        plan, extra = None, {"labels": reference.labels}
+        if options.target == "gpu" and options.tensorrt_plan:
+            plan, engine = build_tensorrt_plan(variants[options.served_precision], work, reference, options, timings)
+            extra["tensorrt"] = {"tensorrt": engine}
+
+        variant_facts = {}
+        with step("in-process latency at 16 and 128 tokens", timings):
+            passage = max(validation_sentences(), key=len)
+            for precision, path in variants.items():
+                variant_facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
+                if options.target == "cpu" or precision == "fp32":
+                    variant_facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
+                                                                  "token_type_ids" in reference.input_names)
+        layout = make_layout(spec.name, reference)
+        with step("write the Triton repository", timings):
+            folders = repository_folders(spec, reference, layout, options, served[options.served_precision], plan)
+            previous = read_manifest(options.out)["models"].get(spec.name, {}).get("folders", [])
+            entry = _manifest_entry(spec, options, layout, folders, fusion, reports, variant_facts, extra)
+            entry["build_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+            staging = stage_folders(folders, options.out)
+            try:
+                install(staging, options.out, spec.name, entry, [f for f in previous if f not in entry["folders"]])
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(spec.name, options.out, fusion, reports, variant_facts, timings, entry)

@@ -1,0 +1,148 @@
+"""Step 6: the validation gate. Every variant against the PyTorch reference.
+
+Each variant runs on the same realistic sentences (2 tokens to past the maximum length)
+one by one and in mixed-length batches. Thresholds depend on the precision; a variant
+that misses one fails the build with the variant, the metric and the number.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from convert.errors import ConvertError
+from convert.python_models.onnx_encoder_model import run_batch
+from convert.python_models.tokenizer_model import encode
+
+# Dynamic INT8 scales activations per batch, so the served model runs it row by row
+# (see onnx_encoder_model.run_batch); float variants run whole batches.
+ROW_BY_ROW = {"fp32": False, "fp16": False, "int8": True}
+
+BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_abs: float | None            # on logits / embeddings, for float variants
+    batch_max_abs: float             # batched rows against the same rows run alone
+    top1_agreement: float | None     # classifiers, int8
+    cosine_mean: float | None        # embeddings, int8
+    cosine_min: float | None
+
+
+THRESHOLDS = {
+    "fp32": Thresholds(max_abs=1e-4, batch_max_abs=1e-4, top1_agreement=None, cosine_mean=None, cosine_min=None),
+    "fp16": Thresholds(max_abs=1e-2, batch_max_abs=1e-2, top1_agreement=None, cosine_mean=None, cosine_min=None),
+    "int8": Thresholds(max_abs=None, batch_max_abs=1e-5, top1_agreement=0.99, cosine_mean=0.99, cosine_min=0.97),
+}
+
+
+@dataclass
+class VariantReport:
+    variant: str
+    precision: str
+    sentences: int
+    metrics: dict[str, float] = field(default_factory=dict)   # metric -> measured value
+    limits: dict[str, str] = field(default_factory=dict)      # metric -> "<= 1e-4" etc.
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+
+def reference_outputs(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The reference's first output (logits or embedding), one sentence at a time."""
+    rows = []
+    with torch.no_grad():
+        for feed in feeds:
+            output = model(**{name: torch.from_numpy(value) for name, value in feed.items()})[0]
+            rows.append(output.numpy())
+    return np.concatenate(rows)
+
+
+def one_by_one(session: ort.InferenceSession, output: str, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([session.run([output], feed)[0] for feed in feeds])
+
+
+def batched(session: ort.InferenceSession, output: str, tokenizer, texts: list[str], with_types: bool,
+            row_by_row: bool) -> np.ndarray:
+    """Mixed-length batches in a shuffled order, so short sentences sit beside long ones,
+    run through the very function the served encoder model uses."""
+    order = np.random.default_rng(0).permutation(len(texts))
+    rows = {}
+    for start in range(0, len(texts), BATCH_SIZE):
+        chunk = order[start:start + BATCH_SIZE]
+        feeds = encode(tokenizer, [texts[i] for i in chunk], with_types)
+        rows.update(zip(chunk.tolist(), run_batch(session, feeds, [output], row_by_row)[0]))
+    return np.stack([rows[i] for i in range(len(texts))])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray, is_classifier: bool, prefix: str) -> dict[str, float]:
+    """Max |Δ| always; top-1 agreement for classifiers; cosine for embeddings."""
+    metrics = {f"{prefix}max_abs": float(np.abs(candidate - reference).max())}
+    if is_classifier:
+        metrics[f"{prefix}max_abs_probability"] = float(np.abs(_softmax(candidate) - _softmax(reference)).max())
+        metrics[f"{prefix}top1_agreement"] = float((candidate.argmax(-1) == reference.argmax(-1)).mean())
+    else:
+        cosine = _cosine(candidate, reference)
+        metrics[f"{prefix}cosine_mean"] = float(cosine.mean())
+        metrics[f"{prefix}cosine_min"] = float(cosine.min())
+    return metrics
+
+
+def _check(report: VariantReport, metric: str, limit: float | None, at_most: bool) -> None:
+    if limit is None or metric not in report.metrics:
+        return
+    value = report.metrics[metric]
+    report.limits[metric] = f"{'<=' if at_most else '>='} {limit:g}"
+    if (value > limit) if at_most else (value < limit):
+        report.failures.append(f"{metric} = {value:.6g} ({report.limits[metric]})")
+
+
+def apply_thresholds(report: VariantReport) -> VariantReport:
+    limits = THRESHOLDS[report.precision]
+    # The same limits hold against the reference and between batched and one-by-one runs.
+    _check(report, "batch_vs_single_max_abs", limits.batch_max_abs, at_most=True)
+    for prefix in ("single_", "batched_", "batch_vs_single_"):
+        _check(report, f"{prefix}max_abs", limits.max_abs, at_most=True)
+        _check(report, f"{prefix}top1_agreement", limits.top1_agreement, at_most=False)
+        _check(report, f"{prefix}cosine_mean", limits.cosine_mean, at_most=False)
+        _check(report, f"{prefix}cosine_min", limits.cosine_min, at_most=False)
+    return report
+
+
+def validate_variant(variant: str, precision: str, onnx_path: Path, reference: np.ndarray, tokenizer,
+                     texts: list[str], output: str, with_types: bool) -> VariantReport:
+    """Run one variant one by one and batched; compare with the reference and with itself."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = [encode(tokenizer, [text], with_types) for text in texts]
+    single = one_by_one(session, output, feeds)
+    in_batches = batched(session, output, tokenizer, texts, with_types, ROW_BY_ROW[precision])
+    is_classifier = output == "logits"
+    report = VariantReport(variant=variant, precision=precision, sentences=len(texts))
+    report.metrics |= compare(single, reference, is_classifier, "single_")
+    report.metrics |= compare(in_batches, reference, is_classifier, "batched_")
+    report.metrics |= compare(in_batches, single, is_classifier, "batch_vs_single_")
+    return apply_thresholds(report)
+
+
+def require_passed(reports: list[VariantReport]) -> None:
+    failed = [f"{r.variant}: {'; '.join(r.failures)}" for r in reports if not r.passed]
+    if failed:
+        raise ConvertError("validation failed: " + " | ".join(failed))
