@@ -68,7 +68,6 @@ COPY --from=requirements /tmp/requirements-perf.txt /tmp/
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-perf.txt \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 COPY perf/ perf/
-COPY client/ client/
 RUN mkdir -p perf/results && chown 1000:1000 perf/results
 
 USER 1000:1000
