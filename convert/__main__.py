@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = build(spec, options)
     except ConvertError as error:
-        console.print(f"[red]error:[/red] {error}")
+        print(f"error: {error}", file=sys.stderr)   # one line, never wrapped
         return 2
     console.print(summary_table(result))
     console.print(f"wrote {result.name} to {result.out}/ (manifest: {result.out}/manifest.json)")

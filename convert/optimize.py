@@ -69,8 +69,23 @@ def convert_fp16(source: Path, target: Path) -> Path:
     keep_fp32 = ["LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Softmax",
                  "Pow", "ReduceMean", "ReduceSum", "ReduceL2", "Sqrt", "Div"]
     model.convert_float_to_float16(keep_io_types=True, op_block_list=keep_fp32)
+    _drop_duplicate_nodes(model.model.graph)
     model.save_model_to_file(str(target))
     return target
+
+
+def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
+    """The FP16 converter casts an initializer shared by several FP32-kept nodes once per
+    consumer, under one name; the copies are identical, so keep the first."""
+    seen, unique = set(), []
+    for node in graph.node:
+        key = node.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            unique.append(node)
+    if len(unique) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(unique)
 
 
 def quantize_int8(source: Path, target: Path) -> Path:

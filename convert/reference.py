@@ -64,6 +64,9 @@ class Reference:
 
 def _load_encoder(spec: ModelSpec, with_classifier: bool) -> nn.Module:
     from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own step line shows this step
 
     auto = AutoModelForSequenceClassification if with_classifier else AutoModel
     # Eager attention: SDPA exports to a graph ONNX Runtime's optimizer cannot fuse.

@@ -139,8 +139,14 @@ def bindings_version() -> str | None:
     return None
 
 
+# Where NGC images and NVIDIA's packages put libnvinfer, besides LD_LIBRARY_PATH and ldconfig's cache.
+_USUAL_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib",
+                       "/opt/tensorrt/lib")
+
+
 def _library_dirs() -> list[Path]:
     dirs = [Path(entry) for entry in os.environ.get("LD_LIBRARY_PATH", "").split(":") if entry]
+    dirs += [Path(entry) for entry in _USUAL_LIBRARY_DIRS]
     try:
         listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):

@@ -1,0 +1,181 @@
+"""Whole builds through `python -m convert`, as a user runs them, and what they leave on disk."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from convert.triton_config import read_config
+from tests.conftest import run_convert
+from tests.tiny_models import INTENTS, tiny_bert_classifier, tiny_distilbert
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {"bert": tiny_bert_classifier(root / "tiny-bert"), "distilbert": tiny_distilbert(root / "tiny-distilbert")}
+
+
+@pytest.fixture(scope="module")
+def tiny_repository(tiny_checkpoints, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "repo"
+    run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--out", str(out), "--max-batch-size", "8")
+    return out
+
+
+# ------------------------------------------------------------------ the default model
+
+@pytest.mark.slow
+def test_minilm_intent_cpu_build_passes_the_gate_with_the_issue_figures(intent_repository):
+    entry = _manifest(intent_repository)["models"]["minilm-intent"]
+    assert entry["target"] == "cpu" and entry["precision"] == "int8" and entry["num_labels"] == 157
+    reports = {r["variant"]: r for r in entry["validation"]}
+    assert reports["int8"]["passed"] and reports["int8"]["sentences"] >= 200
+    assert reports["int8"]["metrics"]["single_top1_agreement"] >= 0.99
+    assert reports["int8"]["metrics"]["batched_top1_agreement"] >= 0.99
+    assert reports["fp32"]["metrics"]["single_max_abs"] <= 1e-4
+    assert reports["fp32"]["metrics"]["batch_vs_single_max_abs"] <= 1e-4
+    assert entry["fusion"]["attention_fused"] and entry["fusion"]["fused"]["Attention"] == 6
+    for folder in entry["folders"]:
+        assert read_config(intent_repository / folder).name == folder
+
+
+@pytest.mark.slow
+def test_minilm_intent_repository_holds_tokenizer_encoder_and_ensemble(intent_repository):
+    tokenizer = read_config(intent_repository / "minilm-intent-tokenizer")
+    encoder = read_config(intent_repository / "minilm-intent-encoder")
+    ensemble = read_config(intent_repository / "minilm-intent")
+    assert (intent_repository / "minilm-intent-tokenizer/1/tokenizer.json").is_file()
+    assert (intent_repository / "minilm-intent-encoder/1/model.onnx").is_file()
+    assert tokenizer.parameters["max_length"].string_value == "128"
+    assert encoder.parameters["row_by_row"].string_value == "1"   # dynamic INT8, see onnx_encoder_model
+    assert ensemble.max_batch_size == encoder.max_batch_size == tokenizer.max_batch_size == 32
+    assert {o.name for o in ensemble.output} == {"LABEL", "SCORE", "PROBABILITIES"}
+    labels = (intent_repository / "minilm-intent/labels.txt").read_text().splitlines()
+    assert len(labels) == 157 and "car_rental" in labels and "translate" in labels
+    assert next(o for o in ensemble.output if o.name == "PROBABILITIES").label_filename == "labels.txt"
+    graph = onnx.load(str(intent_repository / "minilm-intent-encoder/1/model.onnx"), load_external_data=False)
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"QAttention", "LabelEncoder"} <= ops   # quantised attention; labels inside the graph
+
+
+# ------------------------------------------------------------------ other checkpoints
+
+def test_tiny_bert_classifier_builds_with_labels_from_id2label(tiny_repository):
+    entry = _manifest(tiny_repository)["models"]["tiny"]
+    assert entry["task"] == "text-classification" and entry["max_batch_size"] == 8
+    assert (tiny_repository / "tiny/labels.txt").read_text().split() == INTENTS
+    assert all(r["passed"] for r in entry["validation"])
+    assert read_config(tiny_repository / "tiny").max_batch_size == 8
+
+
+def test_distilbert_embedding_build_has_no_token_type_ids(tiny_checkpoints, tmp_path):
+    out = tmp_path / "repo"
+    run_convert(str(tiny_checkpoints["distilbert"]), "--name", "tiny-embed", "--out", str(out))
+    encoder = read_config(out / "tiny-embed-encoder")
+    assert [i.name for i in encoder.input] == ["input_ids", "attention_mask"]
+    assert [(o.name, list(o.dims)) for o in encoder.output] == [("embedding", [32])]
+    assert [o.name for o in read_config(out / "tiny-embed").output] == ["EMBEDDING"]
+    reports = _manifest(out)["models"]["tiny-embed"]["validation"]
+    int8 = next(r for r in reports if r["variant"] == "int8")
+    assert int8["metrics"]["single_cosine_min"] >= 0.97
+
+
+def test_gpu_target_writes_onnxruntime_backend_configs(tiny_checkpoints, tmp_path):
+    out = tmp_path / "repo"
+    run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--target", "gpu", "--no-tensorrt-plan", "--out", str(out))
+    entry = _manifest(out)["models"]["tiny"]
+    assert entry["precision"] == "fp16" and {r["variant"] for r in entry["validation"]} == {"fp32", "fp16"}
+    encoder = read_config(out / "tiny-encoder")
+    assert encoder.backend == "onnxruntime" and encoder.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert encoder.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    cuda = read_config(out / "tiny-encoder-cuda")
+    assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator
+    assert (out / "tiny-encoder/1/model.onnx").is_file()
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2, nothing written
+
+def _assert_clean_failure(result, message: str, out: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert message in " ".join(lines[-3:]), result.stderr
+    assert not list(out.parent.glob(f".{out.name}-staging-*"))
+
+
+def test_folder_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_convert(str(tmp_path / "empty"), "--out", str(tmp_path / "repo"), check=False)
+    _assert_clean_failure(result, "is not a Hugging Face checkpoint: it has no config.json", tmp_path / "repo")
+
+
+def test_unsupported_architecture(tiny_checkpoints, tmp_path):
+    folder = tmp_path / "gpt"
+    shutil.copytree(tiny_checkpoints["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "gpt2"}))
+    result = run_convert(str(folder), "--out", str(tmp_path / "repo"), check=False)
+    _assert_clean_failure(result, "architecture 'gpt2'", tmp_path / "repo")
+
+
+def test_head_whose_width_does_not_match(tiny_checkpoints, tmp_path):
+    from convert.source import resolve_model_spec
+
+    head = resolve_model_spec("minilm-intent").head_path   # 384 features; the tiny encoder has 32
+    result = run_convert(str(tiny_checkpoints["distilbert"]), "--head", str(head), "--out", str(tmp_path / "repo"), check=False)
+    _assert_clean_failure(result, "expects 384 input features but the encoder's pooled embedding has 32", tmp_path / "repo")
+
+
+def test_tensorrt_without_a_gpu_is_refused(tiny_checkpoints, tmp_path):
+    from convert.tensorrt_engine import gpu_available
+
+    if gpu_available():
+        pytest.skip("this machine has a GPU: the TensorRT build would run")
+    result = run_convert(str(tiny_checkpoints["bert"]), "--target", "gpu", "--out", str(tmp_path / "repo"), check=False)
+    _assert_clean_failure(result, "TensorRT engines can only be built on a machine with an NVIDIA GPU", tmp_path / "repo")
+    assert not (tmp_path / "repo" / "manifest.json").exists()
+
+
+def test_unwritable_output(tiny_checkpoints, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_convert(str(tiny_checkpoints["bert"]), "--out", str(blocker / "repo"), check=False)
+    assert result.returncode == 2
+    assert "cannot write the model repository" in result.stderr
+
+
+def test_failed_build_leaves_the_previous_repository_intact(tiny_checkpoints, tiny_repository, tmp_path, monkeypatch):
+    """A build that fails validation must not touch what was served before."""
+    from convert import pipeline, validate
+    from convert.errors import ConvertError
+    from convert.source import resolve_model_spec
+
+    out = tmp_path / "repo"
+    shutil.copytree(tiny_repository, out)
+    before = _snapshot(out)
+    # An impossible limit makes the real gate fail on the real graph.
+    strict = validate.Thresholds(max_abs=0.0, batch_max_abs=0.0, top1_agreement=None, cosine_mean=None, cosine_min=None)
+    monkeypatch.setitem(validate.THRESHOLDS, "fp32", strict)
+    spec = resolve_model_spec(str(tiny_checkpoints["bert"]), name="tiny")
+    with pytest.raises(ConvertError, match="validation failed: fp32: single_max_abs"):
+        pipeline.build(spec, pipeline.BuildOptions(out=out, max_batch_size=8))
+    assert _snapshot(out) == before
+    assert not list(tmp_path.glob(".repo-staging-*"))
+
+
+def test_if_stale_skips_an_up_to_date_build(tiny_checkpoints, tiny_repository):
+    result = run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--out", str(tiny_repository),
+                         "--max-batch-size", "8", "--if-stale")
+    assert "is up to date" in result.stderr
