@@ -1,0 +1,69 @@
+"""Start and stop the FastAPI baseline (perf/fastapi_app.py) as its own uvicorn process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from perf.models import ModelFiles
+
+READY_TIMEOUT_S = 120.0  # importing FastAPI and loading the ONNX model on 2 busy cores
+
+
+@contextlib.contextmanager
+def fastapi_server(model: ModelFiles, log_path: Path) -> Iterator[str]:
+    """Serve the model's ORT session on a free loopback port; yield "127.0.0.1:PORT"."""
+    port = _free_port()
+    env = dict(os.environ, PERF_ONNX_MODEL=str(model.onnx_path), PERF_TOKENIZER_JSON=str(model.tokenizer_json),
+               PERF_INTRA_OP_THREADS=model.encoder_parameters.get("intra_op_threads", "0") or "0",
+               PERF_SPIN=model.encoder_parameters.get("spin", "0"))
+    if model.labels:
+        labels_file = log_path.parent / "fastapi-labels.txt"
+        labels_file.write_text("\n".join(model.labels) + "\n")
+        env["PERF_LABELS"] = str(labels_file)
+    command = [sys.executable, "-m", "uvicorn", "perf.fastapi_app:app", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   cwd=Path(__file__).resolve().parent.parent)
+    try:
+        _wait_until_healthy(f"http://127.0.0.1:{port}/health", process, log_path)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the FastAPI baseline exited with {process.returncode}: "
+                               f"{log_path.read_text()[-1500:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.3)
+    raise RuntimeError(f"the FastAPI baseline was not ready after {READY_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

