@@ -173,6 +173,10 @@ class Layout:
     def encoder(self) -> str:
         return f"{self.name}-encoder"
 
+    @property
+    def fused(self) -> str:
+        return f"{self.name}-fused"
+
 
 def make_layout(name: str, reference: Reference) -> Layout:
     tokens = [tc.Tensor(n, tc.INT64, (-1,)) for n in reference.input_names]
@@ -222,6 +226,7 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
                                        row_by_row=validate.ROW_BY_ROW[options.served_precision])
         folders.append(ModelFolder(layout.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
                                                             "1/model.onnx": served_onnx}, warmup | labels))
+        folders.append(fused_folder(spec, layout, options, served_onnx, labels, pad_id))
     else:
         for name, use_trt in ((layout.encoder, True), (f"{layout.encoder}-cuda", False)):
             config = tc.gpu_encoder_config(name, layout.token_tensors, layout.encoder_outputs, batching,
@@ -245,6 +250,23 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
     return folders
 
 
+def fused_folder(spec: ModelSpec, layout: Layout, options: BuildOptions, served_onnx: Path,
+                 labels: dict[str, bytes], pad_id: int) -> ModelFolder:
+    """`<name>-fused`: tokenizer and encoder in one Python model, the ensemble's outputs."""
+    outputs = list(layout.ensemble_outputs.values())
+    output_map = {tensor.name: graph_name for graph_name, tensor in layout.ensemble_outputs.items()}
+    parameters = {"max_length": options.max_length, "onnx_file": "model.onnx", "pad_id": pad_id,
+                  "intra_op_threads": options.intra_op_threads, "output_map": json.dumps(output_map),
+                  "row_by_row": int(validate.ROW_BY_ROW[options.served_precision])}
+    config = tc.text_model_config(layout.fused, outputs, tc.Batching(options.max_batch_size, options.queue_delay_us),
+                                  parameters)
+    files = {"1/model.py": python_model_source("text_encoder"),
+             "1/tokenizer_model.py": python_model_source("tokenizer"),
+             "1/onnx_encoder_model.py": python_model_source("onnx_encoder"),
+             "1/tokenizer.json": spec.checkpoint / "tokenizer.json", "1/model.onnx": served_onnx}
+    return ModelFolder(layout.fused, config, files, {"warmup/text": string_tensor_bytes([WARMUP_SENTENCE])} | labels)
+
+
 # ---------------------------------------------------------------- the whole build
 
 def _versions() -> dict[str, str]:
@@ -264,6 +286,7 @@ def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, e
         "target": options.target, "precision": options.served_precision,
         "max_length": options.max_length, "max_batch_size": options.max_batch_size,
         "ensemble": layout.name, "tokenizer": layout.tokenizer, "encoder": layout.encoder,
+        "fused": layout.fused if options.target == "cpu" else None,
         "folders": [f.name for f in folders],
         "inputs": {"TEXT": "TYPE_STRING"},
         "outputs": {t.name: list(t.dims) for t in layout.ensemble_outputs.values()},

@@ -33,7 +33,8 @@ class ModelFolder:
 
 
 def python_model_source(kind: str) -> Path:
-    return PYTHON_MODELS / {"tokenizer": "tokenizer_model.py", "onnx_encoder": "onnx_encoder_model.py"}[kind]
+    return PYTHON_MODELS / {"tokenizer": "tokenizer_model.py", "onnx_encoder": "onnx_encoder_model.py",
+                            "text_encoder": "text_encoder_model.py"}[kind]
 
 
 def string_tensor_bytes(texts: list[str]) -> bytes:

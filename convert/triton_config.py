@@ -58,16 +58,23 @@ def _warmup(config: mc.ModelConfig, inputs: list[Tensor], files: dict[str, str],
         warmup.inputs[tensor.name].input_data_file = files[tensor.name]
 
 
-def tokenizer_config(name: str, outputs: list[Tensor], batching: Batching, *, max_length: int,
-                     instances: int = 1, warmup_file: str = "text") -> mc.ModelConfig:
+def text_model_config(name: str, outputs: list[Tensor], batching: Batching, parameters: dict[str, object], *,
+                      instances: int = 1, warmup_file: str = "text") -> mc.ModelConfig:
+    """A Python-backend model taking raw `TEXT`: the tokenizer, or the fused text-to-outputs model."""
     config = mc.ModelConfig(name=name, backend="python")
     text = Tensor("TEXT", STRING, (1,))
     _io(config, [text], outputs)
     _batching(config, batching)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
-    _parameters(config, {"max_length": max_length, "pad_to_multiple_of": 0})
+    _parameters(config, parameters)
     _warmup(config, [text], {"TEXT": warmup_file}, {"TEXT": (1,)})
     return config
+
+
+def tokenizer_config(name: str, outputs: list[Tensor], batching: Batching, *, max_length: int,
+                     instances: int = 1) -> mc.ModelConfig:
+    return text_model_config(name, outputs, batching, {"max_length": max_length, "pad_to_multiple_of": 0},
+                             instances=instances)
 
 
 def cpu_encoder_config(name: str, inputs: list[Tensor], outputs: list[Tensor], batching: Batching, *,
