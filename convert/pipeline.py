@@ -30,7 +30,7 @@ from convert.source import ModelSpec
 from convert import triton_config as tc
 
 # Which precisions a target builds, and which one it serves by default.
-TARGET_VARIANTS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16")}
+TARGET_VARIANTS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "plain")}
 DEFAULT_PRECISION = {"cpu": "int8", "gpu": "fp16"}
 WARMUP_SENTENCE = "what is the weather like in Paris tomorrow"
 
@@ -65,7 +65,7 @@ class BuildResult:
 def check_options(spec: ModelSpec, options: BuildOptions, reference_positions: int | None = None) -> None:
     if options.target not in TARGET_VARIANTS:
         raise ConvertError(f"unknown target '{options.target}'; choose cpu or gpu")
-    if options.served_precision not in TARGET_VARIANTS[options.target]:
+    if options.served_precision not in TARGET_VARIANTS[options.target] or options.served_precision == "plain":
         raise ConvertError(f"precision {options.served_precision} is not built for the {options.target} target; "
                            f"choose one of {', '.join(TARGET_VARIANTS[options.target])}")
     if not 1 <= options.max_batch_size <= 1024:
@@ -87,7 +87,16 @@ def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
     for path in sorted(spec.checkpoint.iterdir()):
         if path.is_file():
             digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    if options.target == "gpu" and options.tensorrt_plan:
+        digest.update(_tensorrt_identity().encode())   # a plan only runs where it was built
     return digest.hexdigest()[:16]
+
+
+def _tensorrt_identity() -> str:
+    from convert import tensorrt_engine
+
+    devices = tensorrt_engine.gpu_devices() if tensorrt_engine.gpu_available() else []
+    return f"{tensorrt_engine.bindings_version()}|" + "|".join(f"{d.name}:{d.compute_capability}" for d in devices)
 
 
 def is_up_to_date(spec: ModelSpec, options: BuildOptions) -> bool:
@@ -110,6 +119,10 @@ def build_variants(reference: Reference, work: Path, target: str, timings: dict)
     if not fusion.attention_fused:
         console.print("  [yellow]attention did not fuse: the graph runs, but slower than it should[/yellow]")
     variants = {"fp32": work / "fp32.onnx"}
+    if "plain" in TARGET_VARIANTS[target]:
+        # Unfused, for TensorRT (as an ORT execution provider or a plan), which cannot
+        # take ONNX Runtime's contrib operators and applies FP16 itself.
+        variants["plain"] = raw
     if "int8" in TARGET_VARIANTS[target]:
         with step("INT8 dynamic quantisation (per-channel)", timings):
             variants["int8"] = optimize.quantize_int8(variants["fp32"], work / "int8.onnx")
@@ -141,7 +154,9 @@ def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: P
             for precision, path in variants.items()}
 
 
-def build_tensorrt_plan(variant: Path, work: Path, reference: Reference, options: BuildOptions, timings: dict) -> tuple[Path, dict]:
+def build_tensorrt_plan(plain_onnx: Path, work: Path, reference: Reference, options: BuildOptions, timings: dict) -> tuple[Path, dict]:
+    """A TensorRT plan from the plain exported graph: TensorRT parses standard ONNX ops, not
+    ONNX Runtime's fused ones, and chooses its own FP16 kernels (norms kept FP32)."""
     from convert import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
 
     if not tensorrt_engine.gpu_available():
@@ -150,8 +165,11 @@ def build_tensorrt_plan(variant: Path, work: Path, reference: Reference, options
     batch, length = options.max_batch_size, options.max_length
     profile = {name: ((1, 1), (max(1, batch // 2), min(length, 64)), (batch, length)) for name in reference.input_names}
     with step("TensorRT engine (FP16, timing cache)", timings):
-        info = tensorrt_engine.build_engine(variant, work / "model.plan", profile=profile, fp16=True,
-                                            timing_cache=work / "timing.cache")
+        try:
+            info = tensorrt_engine.build_engine(plain_onnx, work / "model.plan", profile=profile, fp16=True,
+                                                timing_cache=work / "timing.cache")
+        except (tensorrt_engine.GpuUnavailableError, tensorrt_engine.EngineBuildError, ValueError) as error:
+            raise ConvertError(f"TensorRT engine build failed: {error}") from None
     return work / "model.plan", asdict(info)
 
 
@@ -203,7 +221,8 @@ def _labels_file(labels: list[str]) -> dict[str, bytes]:
 
 
 def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, options: BuildOptions,
-                       served_onnx: Path, plan: Path | None) -> list[ModelFolder]:
+                       served_graphs: dict[str, Path], plan: Path | None) -> list[ModelFolder]:
+    served_onnx = served_graphs[options.served_precision]
     tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", options.max_length)
     with_types = "token_type_ids" in reference.input_names
     warmup, warmup_length = _warmup_contents(layout, tokenizer, with_types)
@@ -228,11 +247,13 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
                                                             "1/model.onnx": served_onnx}, warmup | labels))
         folders.append(fused_folder(spec, layout, options, served_onnx, labels, pad_id))
     else:
-        for name, use_trt in ((layout.encoder, True), (f"{layout.encoder}-cuda", False)):
+        # TensorRT execution provider on the plain graph; CUDA alone on the fused FP16 graph.
+        for name, use_trt, graph in ((layout.encoder, True, served_graphs["plain"]),
+                                     (f"{layout.encoder}-cuda", False, served_graphs[options.served_precision])):
             config = tc.gpu_encoder_config(name, layout.token_tensors, layout.encoder_outputs, batching,
                                            max_length=options.max_length, opt_length=min(options.max_length, 64),
                                            use_tensorrt=use_trt, warmup_files=warmup_files, warmup_length=warmup_length)
-            folders.append(ModelFolder(name, config, {"1/model.onnx": served_onnx}, warmup | labels))
+            folders.append(ModelFolder(name, config, {"1/model.onnx": graph}, warmup | labels))
         if plan is not None:
             plan_outputs = [tc.Tensor(n, tc.FP32, (len(reference.labels) or reference.hidden_size,))
                             for n in reference.output_names]
@@ -316,7 +337,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
         served = add_serving_outputs(reference, variants, work)
         plan, extra = None, {"labels": reference.labels}
         if options.target == "gpu" and options.tensorrt_plan:
-            plan, engine = build_tensorrt_plan(variants[options.served_precision], work, reference, options, timings)
+            plan, engine = build_tensorrt_plan(work / "exported.onnx", work, reference, options, timings)
             extra["tensorrt"] = {"tensorrt": engine}
 
         variant_facts = {}
@@ -324,12 +345,12 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
             passage = max(validation_sentences(), key=len)
             for precision, path in variants.items():
                 variant_facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
-                if options.target == "cpu" or precision == "fp32":
+                if options.target == "cpu" or precision != "fp16":
                     variant_facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
                                                                   "token_type_ids" in reference.input_names)
         layout = make_layout(spec.name, reference)
         with step("write the Triton repository", timings):
-            folders = repository_folders(spec, reference, layout, options, served[options.served_precision], plan)
+            folders = repository_folders(spec, reference, layout, options, served, plan)
             previous = read_manifest(options.out)["models"].get(spec.name, {}).get("folders", [])
             entry = _manifest_entry(spec, options, layout, folders, fusion, reports, variant_facts, extra)
             entry["build_seconds"] = {k: round(v, 2) for k, v in timings.items()}

@@ -97,13 +97,16 @@ def test_gpu_target_writes_onnxruntime_backend_configs(tiny_checkpoints, tmp_pat
     out = tmp_path / "repo"
     run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--target", "gpu", "--no-tensorrt-plan", "--out", str(out))
     entry = _manifest(out)["models"]["tiny"]
-    assert entry["precision"] == "fp16" and {r["variant"] for r in entry["validation"]} == {"fp32", "fp16"}
+    assert entry["precision"] == "fp16" and {r["variant"] for r in entry["validation"]} == {"fp32", "fp16", "plain"}
     encoder = read_config(out / "tiny-encoder")
     assert encoder.backend == "onnxruntime" and encoder.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert encoder.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
     cuda = read_config(out / "tiny-encoder-cuda")
     assert not cuda.optimization.execution_accelerators.gpu_execution_accelerator
-    assert (out / "tiny-encoder/1/model.onnx").is_file()
+    # TensorRT gets the plain graph (standard ops only); CUDA alone gets the fused FP16 one.
+    trt_ops = {n.domain for n in onnx.load(str(out / "tiny-encoder/1/model.onnx")).graph.node}
+    cuda_ops = {n.domain for n in onnx.load(str(out / "tiny-encoder-cuda/1/model.onnx")).graph.node}
+    assert "com.microsoft" not in trt_ops and "com.microsoft" in cuda_ops
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2, nothing written
