@@ -1,0 +1,107 @@
+"""The command line and the process environment the tritonserver binary is started with.
+
+Choices made here, and why:
+- `--exit-on-error=false`: Triton would otherwise exit with only "failed to load all
+  models". We let it come up, read each model's state and reason from the repository
+  index, and then the launcher decides: stop and raise quoting those reasons (default)
+  or keep serving the models that loaded (`allow_load_failures=True`).
+- `--disable-auto-complete-config`: our configs are generated complete from the
+  ModelConfig protobuf; a missing field should fail the load, not be guessed by Triton.
+- `--strict-readiness=true`: /v2/health/ready means every model is ready.
+- The model-repository API (load, unload, index), and the logging and trace settings,
+  are restricted to callers that send the admin key (RESTRICTED_APIS), as in the GPU
+  deployment (docs/GPU.md): loading a model runs its code on this machine.
+  Triton takes the key only on its command line, so local users who can list
+  processes can read it; the guard is against the network, not against this host.
+- A per-server prefix for the Python backend's shared-memory regions, so the
+  launcher can remove exactly its own regions from /dev/shm if a stub was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from serve.install import TritonInstall, wheel_libraries
+
+RESTRICTED_APIS = ("model-repository", "logging", "trace")  # the same as docker-compose.yml
+ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
+ADMIN_HTTP_HEADER = "triton-admin-key"
+# Triton checks gRPC metadata under the header name prefixed with "triton-grpc-protocol-".
+ADMIN_GRPC_HEADER = "triton-grpc-protocol-" + ADMIN_HTTP_HEADER
+EXIT_TIMEOUT_S = 3  # how long Triton waits for in-flight requests when told to stop
+MODEL_CONTROL_MODES = ("none", "explicit")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything one server start needs, already resolved (ports picked, key chosen)."""
+    model_repository: Path
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    model_control: str
+    load_models: tuple[str, ...]
+    admin_key: str
+    shm_prefix: str
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+
+
+def server_command(settings: ServerSettings, installed: TritonInstall) -> list[str]:
+    """argv for tritonserver; logs go to stdout/stderr, which the launcher sends to a file."""
+    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HTTP_HEADER}={settings.admin_key}"
+    command = [
+        str(installed.binary),
+        f"--model-repository={settings.model_repository}",
+        f"--backend-directory={installed.backend_directory}",
+        f"--cache-directory={installed.cache_directory}",
+        f"--backend-config=python,shm-region-prefix-name={settings.shm_prefix}",
+        f"--http-address={settings.host}",
+        f"--grpc-address={settings.host}",
+        f"--metrics-address={settings.host}",
+        f"--http-port={settings.http_port}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--metrics-port={settings.metrics_port}",
+        f"--http-restricted-api={restriction}",
+        f"--grpc-restricted-protocol={restriction}",
+        f"--model-control-mode={settings.model_control}",
+        *(f"--load-model={name}" for name in settings.load_models),
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        "--exit-on-error=false",
+        "--strict-readiness=true",
+        "--disable-auto-complete-config",
+        f"--log-verbose={settings.log_verbose}",
+    ]
+    return command + list(settings.extra_args)
+
+
+def server_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment tritonserver and its Python-backend stubs need.
+
+    - The venv's bin/ first on PATH: the stub's embedded interpreter ignores
+      PYTHONPATH and finds the venv's site-packages (numpy, onnxruntime, tokenizers)
+      only through the `python` it sees on PATH.
+    - This interpreter's LIBDIR first on LD_LIBRARY_PATH: the stub must load this
+      Python's own libpython3.X.so; another one (e.g. Debian's) fails with
+      "'_thread.RLock' object has no attribute '_recursion_count'".
+    - nvidia_pytriton.libs on LD_LIBRARY_PATH: the binaries' RPATH points there
+      relative to the wheel, which no longer holds after the copy.
+    """
+    env = dict(os.environ if base is None else base)
+    venv_bin = str(Path(sys.prefix) / "bin")
+    env["PATH"] = os.pathsep.join(filter(None, [venv_bin, env.get("PATH", "")]))
+    library_dirs = [sysconfig.get_config_var("LIBDIR") or "", str(wheel_libraries()),
+                    env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, library_dirs))
+    return env
+
+
+def admin_headers(admin_key: str) -> dict[str, dict[str, str]]:
+    """Headers that open the restricted APIs, per protocol: {"http": {...}, "grpc": {...}}."""
+    return {"http": {ADMIN_HTTP_HEADER: admin_key}, "grpc": {ADMIN_GRPC_HEADER: admin_key}}

@@ -1,0 +1,62 @@
+"""Starting the tritonserver process so that it can always be stopped, and stopping it.
+
+The server runs in its own session (process group): Ctrl-C in a terminal reaches only
+the launcher, which then stops the server in order, and the group lets us kill the
+Python-backend stubs the server forked if the server itself had to be killed. The
+kernel also sends the server SIGTERM if the launcher dies without stopping it
+(PR_SET_PDEATHSIG). Caveat: that signal follows the *thread* that started the server,
+so start it from a thread that lives as long as the server should (the main thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+logger = logging.getLogger("serve")
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not load anything before exec
+
+
+def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start `command` in a new session, its stdout and stderr going to `log_path` (truncated)."""
+    with open(log_path, "wb") as log:
+        # Both streams: NVML, gRPC and bind errors bypass Triton's own --log-file.
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+
+
+def terminate(process: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, wait up to `grace_s`, then SIGKILL whatever is left of the process group."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("tritonserver (pid %d) still up %.0f s after SIGTERM; killing it",
+                           process.pid, grace_s)
+    # The group outlives its leader while members remain: stubs left by a crash or the kill.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the usual case: the server took its stubs with it
+    process.wait()
+
+
+def remove_shared_memory(prefix: str) -> None:
+    """Python-backend regions in /dev/shm that a killed stub could not remove.
+    The prefix is unique to one server run, so only its own regions go."""
+    for region in Path("/dev/shm").glob(prefix + "*"):
+        region.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel for SIGTERM when the launcher dies."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
