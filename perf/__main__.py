@@ -36,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     inputs.add_argument("--out", type=Path, default=Path("perf/inputs"))
 
     args = parser.parse_args(argv)
-    return {"install": _install, "run": _run, "report": _report, "inputs": _inputs}[args.command](args)
+    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs}[args.command]
+    try:
+        return command(args)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # SweepError and install errors included
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # no repr quotes
+        print(f"error: {message}", file=sys.stderr)  # one line that says what to fix, no traceback
+        return 2
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Started by the runner as its own process (like a real deployment):
     PERF_ONNX_MODEL=... PERF_TOKENIZER_JSON=... [PERF_LABELS=labels.txt] \
-    [PERF_INTRA_OP_THREADS=0] [PERF_SPIN=0] python -m uvicorn perf.fastapi_app:app --host 127.0.0.1 --port 8080
+        python -m uvicorn perf.fastapi_app:app --host 127.0.0.1 --port 8080
 POST /predict {"texts": [...]} -> {"labels": [...], "scores": [...]} (or the raw outputs).
 """
 
@@ -31,9 +31,8 @@ def _pipeline_from_environment() -> OrtPipeline:
         raise RuntimeError(f"set {missing} to start the FastAPI baseline (see perf/fastapi_app.py)") from None
     labels_file = os.environ.get("PERF_LABELS")
     labels = Path(labels_file).read_text().split("\n") if labels_file else None
-    threads = int(os.environ.get("PERF_INTRA_OP_THREADS", "0"))
-    spin = os.environ.get("PERF_SPIN", "0") == "1"
-    return OrtPipeline(onnx_path, tokenizer_json, [label for label in labels or [] if label] or None, threads, spin)
+    # ONNX Runtime's default session settings: what a hand-rolled service would use.
+    return OrtPipeline(onnx_path, tokenizer_json, [label for label in labels or [] if label] or None)
 
 
 app = FastAPI(title="ORT baseline")

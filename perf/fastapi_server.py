@@ -21,9 +21,7 @@ READY_TIMEOUT_S = 120.0  # importing FastAPI and loading the ONNX model on 2 bus
 def fastapi_server(model: ModelFiles, log_path: Path) -> Iterator[str]:
     """Serve the model's ORT session on a free loopback port; yield "127.0.0.1:PORT"."""
     port = _free_port()
-    env = dict(os.environ, PERF_ONNX_MODEL=str(model.onnx_path), PERF_TOKENIZER_JSON=str(model.tokenizer_json),
-               PERF_INTRA_OP_THREADS=model.encoder_parameters.get("intra_op_threads", "0") or "0",
-               PERF_SPIN=model.encoder_parameters.get("spin", "0"))
+    env = dict(os.environ, PERF_ONNX_MODEL=str(model.onnx_path), PERF_TOKENIZER_JSON=str(model.tokenizer_json))
     if model.labels:
         labels_file = log_path.parent / "fastapi-labels.txt"
         labels_file.write_text("\n".join(model.labels) + "\n")

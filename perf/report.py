@@ -55,9 +55,14 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
         "`x floor` = p50 / p50 of ONNX Runtime in-process at the same tokens and batch;",
         "`vs PyTorch` = PyTorch p50 / p50 (times faster than the PyTorch pipeline). Triton rows are",
         "measured by perf_analyzer; baselines by a Python loop with the same nearest-rank percentiles.",
+        "Load generators run on the same cores as the servers (perf_analyzer in C++, the FastAPI load",
+        "loop in Python threads), as a client on the same host would.",
         "",
         markdown_table(document["runs"]),
     ]
+    targets = targets_table(document["runs"])
+    if targets:
+        lines += ["", "## The issue's targets (ensemble over gRPC, batch 1)", "", targets]
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if failures:
         lines += ["", "## Runs without a result", ""]
@@ -80,6 +85,49 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
             f"| {run['p50_ms']:.2f} | {run['p95_ms']:.2f} | {run['p99_ms']:.2f} | {run['throughput']:.1f} "
             f"| {_ratio(run['p50_ms'], floor)} | {_ratio(torch, run['p50_ms'])} |"
         )
+    return "\n".join(lines)
+
+
+def _find(runs: list[dict[str, Any]], runtime: str, seq_len: int, concurrency: int = 1,
+          protocol: str | None = None) -> dict[str, Any] | None:
+    """The batch-1, no-shared-memory, dynamic-batching-on run of that kind, if measured."""
+    for run in runs:
+        if (run.get("status") == "ok" and run["runtime"] == runtime and run["seq_len"] == seq_len
+                and run["batch_size"] == 1 and run["concurrency"] == concurrency
+                and run.get("shared_memory", "none") == "none" and run.get("dynamic_batching") != "off"
+                and (protocol is None or run["protocol"] == protocol)):
+            return run
+    return None
+
+
+def targets_table(runs: list[dict[str, Any]]) -> str:
+    """Each performance target of issue 4 beside the figure this run measured for it."""
+    rows = []
+
+    def ensemble(seq_len: int, concurrency: int = 1) -> dict[str, Any] | None:
+        return _find(runs, "triton-ensemble", seq_len, concurrency, "grpc")
+
+    if (run := ensemble(16)) is not None:
+        rows.append(("ensemble p50 at 16 tokens <= 1.5 ms", f"{run['p50_ms']:.2f} ms", run["p50_ms"] <= 1.5))
+    if (run := ensemble(128)) is not None and (floor := _find(runs, "onnxruntime", 128)) is not None:
+        ratio = run["p50_ms"] / floor["p50_ms"]
+        rows.append(("ensemble p50 at 128 tokens <= 1.3x the in-process floor", f"{ratio:.2f}x", ratio <= 1.3))
+    for seq_len, wanted in ((16, 5.0), (128, 3.0)):
+        if (run := ensemble(seq_len)) is not None and (torch := _find(runs, "pytorch", seq_len)) is not None:
+            speedup = torch["p50_ms"] / run["p50_ms"]
+            rows.append((f">= {wanted:g}x faster than PyTorch at {seq_len} tokens", f"{speedup:.2f}x",
+                         speedup >= wanted))
+    for seq_len in sorted({run["seq_len"] for run in runs if run.get("status") == "ok"}):
+        one, eight = ensemble(seq_len, 1), ensemble(seq_len, 8)
+        if one is not None and eight is not None:
+            gain = eight["throughput"] / one["throughput"]
+            rows.append((f"throughput at concurrency 8 >= 1.5x concurrency 1 ({seq_len} tokens, dynamic batching)",
+                         f"{gain:.2f}x", gain >= 1.5))
+            break
+    if not rows:
+        return ""
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {target} | {measured} | {'yes' if met else '**no**'} |" for target, measured, met in rows]
     return "\n".join(lines)
 
 
@@ -108,7 +156,7 @@ def _options(run: dict[str, Any]) -> str:
 
 def _sort_key(run: dict[str, Any]) -> tuple:
     order = RUNTIME_ORDER.index(run["runtime"]) if run["runtime"] in RUNTIME_ORDER else len(RUNTIME_ORDER)
-    return (run["seq_len"], run["batch_size"], order, run["protocol"], run.get("dynamic_batching") != "on",
+    return (run["seq_len"], run["batch_size"], order, run["protocol"], run.get("dynamic_batching") == "off",
             run.get("shared_memory", "none"), run["concurrency"])
 
 
@@ -147,7 +195,7 @@ def _colour(run: dict[str, Any]) -> str:
 def plot_latency_by_seq_len(runs: list[dict[str, Any]], out_dir: Path) -> bool:
     """Grouped bars: p50 per runtime at each sequence length (batch 1, concurrency 1), p99 whiskers."""
     single = [run for run in runs if run["batch_size"] == 1 and run["concurrency"] == 1
-              and run.get("shared_memory", "none") == "none" and run.get("dynamic_batching", "on") == "on"]
+              and run.get("shared_memory", "none") == "none" and run.get("dynamic_batching") != "off"]
     if not single:
         return False
     seq_lens = sorted({run["seq_len"] for run in single})
@@ -202,7 +250,7 @@ def plot_throughput_vs_concurrency(runs: list[dict[str, Any]], out_dir: Path) ->
         if label.startswith("Triton"):
             name += ", dynamic batching" if batching == "on" else ", no dynamic batching"
         axes.plot([r["concurrency"] for r in curve], [r["throughput"] for r in curve], color=_colour(curve[0]),
-                  marker=markers[index % len(markers)], linestyle="-" if batching == "on" else "--", label=name)
+                  marker=markers[index % len(markers)], linestyle="--" if batching == "off" else "-", label=name)
     left_edge = blended_transform_factory(axes.transAxes, axes.transData)
     for run in runs:
         if run["runtime"] == "onnxruntime" and run["batch_size"] == 1 and any(k[2] == run["seq_len"] for k in curves):
@@ -214,7 +262,7 @@ def plot_throughput_vs_concurrency(runs: list[dict[str, Any]], out_dir: Path) ->
     axes.set_title("Throughput against concurrency")
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, axes.get_ylim()[1] * 1.08)  # room above the highest line for its label
     axes.legend(fontsize=8, frameon=False, loc="lower right")
     axes.grid(alpha=0.3)
     figure.tight_layout()

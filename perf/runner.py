@@ -9,7 +9,10 @@ batching. Only one server runs at a time, so none steals cores from another's tu
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -50,6 +53,7 @@ class RunOptions:
 def run(options: RunOptions) -> Path:
     """Measure every run of the preset; write results.json/.csv and the report; return the folder."""
     sweep = load_sweep(options.preset)
+    _build_if_missing(options.model_repository, options.model)
     model = resolve_model(options.model_repository, options.model)
     out_dir = options.out_dir
     (out_dir / "raw").mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,19 @@ def run(options: RunOptions) -> Path:
     return out_dir
 
 
+def _build_if_missing(repository: Path, name: str) -> None:
+    """From a fresh clone there is no repository yet: build it as a user would (python -m convert)."""
+    manifest = Path(repository) / "manifest.json"
+    if manifest.is_file() and name in json.loads(manifest.read_text()).get("models", {}):
+        return
+    if (Path(repository) / name / "config.pbtxt").is_file():
+        return  # a repository made without convert: use it as it is
+    console.print(f"[bold]{repository} has no '{name}' yet: building it with python -m convert (a few minutes)")
+    command = [sys.executable, "-m", "convert", name, "--out", str(repository)]
+    if subprocess.run(command, cwd=Path(__file__).resolve().parent.parent).returncode != 0:
+        raise RuntimeError(f"`python {' '.join(command[1:])}` failed (its output is above); fix that build first")
+
+
 def _prepare_inputs(sweep: Sweep, model: ModelFiles, inputs_dir: Path) -> tuple[dict[int, list[str]], dict]:
     """Distinct exact-length texts per sequence length, and the perf_analyzer input files."""
     tokenizer = inputs.load_tokenizer(model.tokenizer_json)
@@ -98,6 +115,7 @@ def _new_document(sweep: Sweep, options: RunOptions, model: ModelFiles) -> dict[
         "task": model.task,
         "model_repository": str(options.model_repository),
         "manifest_entry": model.manifest_entry,
+        "served_encoder_parameters": model.encoder_parameters,
         "measurement": asdict(sweep.measurement),
         "machine": {**describe_machine(), "perf_analyzer": perf_analyzer_version()},
         "servers": [],
@@ -125,6 +143,9 @@ def _run_inprocess(sweep: Sweep, model: ModelFiles, options: RunOptions, texts: 
         except Exception as error:  # one broken baseline must not lose the rest of the sweep
             pipelines.setdefault(spec.runtime, error)
             record(spec, failure("python-loop", error))
+    # Free the sessions and their thread pools before the servers take their turn.
+    pipelines.clear()
+    gc.collect()
 
 
 def _make_pipeline(runtime: str, model: ModelFiles, options: RunOptions) -> Any:
@@ -143,10 +164,8 @@ def _existing(path: Path | None) -> Path | None:
 
 
 def _ort_pipeline(model: ModelFiles) -> baselines.OrtPipeline:
-    """An ORT session with the served encoder's thread settings (config.pbtxt parameters)."""
-    threads = int(model.encoder_parameters.get("intra_op_threads", "0") or 0)
-    spin = model.encoder_parameters.get("spin", "0") == "1"
-    return baselines.OrtPipeline(model.onnx_path, model.tokenizer_json, model.labels, threads, spin)
+    """The floor: ONNX Runtime with its default (fastest in-process) thread settings."""
+    return baselines.OrtPipeline(model.onnx_path, model.tokenizer_json, model.labels)
 
 
 def _baseline_model_name(spec: RunSpec, model: ModelFiles) -> str:

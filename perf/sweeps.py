@@ -51,7 +51,7 @@ class RunSpec:
     concurrency: int
     protocol: str  # grpc | http for Triton, "http" for fastapi, "inprocess" for in-process baselines
     shared_memory: str
-    dynamic_batching: str  # on | off: off serves a copy of the repository without dynamic_batching
+    dynamic_batching: str  # on | off (off: a copy of the repository without it); n/a for baselines
 
     @property
     def key(self) -> str:
@@ -160,6 +160,6 @@ def _normalise(values: dict[str, Any], where: str) -> RunSpec:
                        values["protocol"], values["shared_memory"], str(values["dynamic_batching"]))
     if runtime in INPROCESS_RUNTIMES and values["concurrency"] != 1:
         raise SweepError(f"{where}: {runtime} runs in-process, one call at a time: concurrency must be 1")
-    # Server-side dimensions mean nothing to the baselines: pin them so specs deduplicate.
+    # Triton's dimensions mean nothing to the baselines: pin them so specs deduplicate.
     protocol = "http" if runtime in HTTP_RUNTIMES else "inprocess"
-    return RunSpec(runtime, values["seq_len"], values["batch_size"], values["concurrency"], protocol, "none", "on")
+    return RunSpec(runtime, values["seq_len"], values["batch_size"], values["concurrency"], protocol, "none", "n/a")
