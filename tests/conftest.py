@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,55 @@ def intent_repository(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("repo") / "triton_models"
     run_convert("minilm-intent", "--out", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def intent_server(intent_repository):
+    """The real tritonserver serving the minilm-intent repository on free 127.0.0.1 ports,
+    started once per session and stopped (stubs included) at its end."""
+    from serve import LocalTritonServer
+
+    with LocalTritonServer(intent_repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def embed_repository(tmp_path_factory) -> Path:
+    """A model repository holding the CPU build of minilm-embed (reuse one with
+    TRITON_ENCODERS_TEST_EMBED_REPO)."""
+    reused = os.environ.get("TRITON_ENCODERS_TEST_EMBED_REPO")
+    if reused:
+        return Path(reused)
+    out = tmp_path_factory.mktemp("embed-repo") / "triton_models"
+    run_convert("minilm-embed", "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def embed_server(embed_repository):
+    from serve import LocalTritonServer
+
+    with LocalTritonServer(embed_repository) as server:
+        yield server
+
+
+def model_statistics(server, model: str) -> dict[str, int]:
+    """Triton's own counts for one model: successful and failed requests, executions.
+
+    Triton updates them just after it answers, so read until two reads 0.1 s apart agree."""
+    import tritonclient.grpc as grpc_client
+
+    def read() -> dict[str, int]:
+        with grpc_client.InferenceServerClient(server.grpc_url) as raw:
+            stats = raw.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        counts = {key: int(stats["inference_stats"][key].get("count", 0)) for key in ("success", "fail")}
+        return counts | {"executions": int(stats.get("execution_count", 0))}
+
+    previous = read()
+    for _ in range(50):
+        time.sleep(0.1)
+        current = read()
+        if current == previous:
+            return current
+        previous = current
+    return previous

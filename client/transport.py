@@ -1,0 +1,74 @@
+"""The two protocols behind one small interface: tritonclient.grpc.aio and tritonclient.http.aio.
+
+Everything else in the client is protocol-free. The differences kept here:
+- the timeout: gRPC sends it as the call's deadline (the server sees it too);
+  aiohttp applies it to the whole HTTP request through its session;
+- the JSON of model metadata and config, which `model_info.from_server` smooths over;
+- which module's InferInput / InferRequestedOutput build the request.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+import tritonclient.grpc as grpc_protocol
+import tritonclient.grpc.aio as grpc_aio
+import tritonclient.http as http_protocol
+import tritonclient.http.aio as http_aio
+
+from client.endpoint import Endpoint
+
+
+class GrpcTransport:
+    protocol: ModuleType = grpc_protocol
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float, max_in_flight: int) -> None:
+        self._client = grpc_aio.InferenceServerClient(endpoint.address)  # one channel multiplexes all calls
+        self._timeout_s = timeout_s
+
+    async def model_metadata(self, model: str) -> dict:
+        return await self._client.get_model_metadata(model, as_json=True, client_timeout=self._timeout_s)
+
+    async def model_config(self, model: str) -> dict:
+        return await self._client.get_model_config(model, as_json=True, client_timeout=self._timeout_s)
+
+    async def is_model_ready(self, model: str) -> bool:
+        return await self._client.is_model_ready(model, client_timeout=self._timeout_s)
+
+    async def infer(self, model: str, inputs: list, outputs: list):
+        return await self._client.infer(model, inputs, outputs=outputs, client_timeout=self._timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class HttpTransport:
+    protocol: ModuleType = http_protocol
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float, max_in_flight: int) -> None:
+        # conn_timeout is aiohttp's total timeout for each request; conn_limit bounds connections.
+        self._client = http_aio.InferenceServerClient(endpoint.address, conn_timeout=timeout_s,
+                                                      conn_limit=max_in_flight)
+
+    async def model_metadata(self, model: str) -> dict:
+        return await self._client.get_model_metadata(model)
+
+    async def model_config(self, model: str) -> dict:
+        return await self._client.get_model_config(model)
+
+    async def is_model_ready(self, model: str) -> bool:
+        return await self._client.is_model_ready(model)
+
+    async def infer(self, model: str, inputs: list, outputs: list):
+        return await self._client.infer(model, inputs, outputs=outputs)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+Transport = GrpcTransport | HttpTransport
+
+
+def open_transport(endpoint: Endpoint, timeout_s: float, max_in_flight: int) -> Transport:
+    """Must run inside the event loop that will use it (aiohttp and grpc.aio bind to it)."""
+    kind = GrpcTransport if endpoint.protocol == "grpc" else HttpTransport
+    return kind(endpoint, timeout_s, max_in_flight)
