@@ -22,6 +22,7 @@ class ModelFiles:
     ensemble: str
     tokenizer_model: str
     encoder: str
+    fused: str | None  # tokenizer + encoder in one Python model (CPU builds), text in like the ensemble
     tokenizer_json: Path
     onnx_path: Path
     labels: list[str] | None
@@ -47,6 +48,7 @@ def resolve_model(model_repository: Path, name: str) -> ModelFiles:
     ensemble = entry.get("ensemble", name)
     tokenizer_model = entry.get("tokenizer", f"{name}-tokenizer")
     encoder = entry.get("encoder", f"{name}-encoder")
+    fused = entry.get("fused") or (f"{name}-fused" if (repository / f"{name}-fused" / "config.pbtxt").is_file() else None)
     tokenizer_json = repository / tokenizer_model / "1" / "tokenizer.json"
     onnx_path = repository / encoder / "1" / "model.onnx"
     for required in (tokenizer_json, onnx_path):
@@ -56,7 +58,7 @@ def resolve_model(model_repository: Path, name: str) -> ModelFiles:
     task = entry.get("task") or ("text-classification" if labels else "embedding")
     checkpoint = Path(entry["source"]) if entry.get("source") else None
     head = Path(entry["head"]) if entry.get("head") else None
-    return ModelFiles(name, task, ensemble, tokenizer_model, encoder, tokenizer_json, onnx_path, labels, entry,
+    return ModelFiles(name, task, ensemble, tokenizer_model, encoder, fused, tokenizer_json, onnx_path, labels, entry,
                       checkpoint, head, _parameters(repository / encoder / "config.pbtxt"))
 
 

@@ -281,9 +281,13 @@ def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_fil
     if spec.shared_memory != "none" and url.rsplit(":", 1)[0] not in LOCAL_HOSTS:
         return failure("perf_analyzer", RuntimeError(
             f"{spec.shared_memory} shared memory needs the server on this host, not {url}"), status="skipped")
-    is_ensemble = spec.runtime == "triton-ensemble"
-    model_name = model.ensemble if is_ensemble else model.encoder
-    input_data = input_files[spec.seq_len]["ensemble" if is_ensemble else "encoder"]
+    model_name = {"triton-ensemble": model.ensemble, "triton-fused": model.fused,
+                  "triton-encoder": model.encoder}[spec.runtime]
+    if model_name is None:
+        return failure("perf_analyzer", RuntimeError(f"{model.name} has no fused model in this repository "
+                                                     "(CPU builds of convert add <name>-fused)"), status="skipped")
+    takes_text = spec.runtime != "triton-encoder"  # the encoder alone takes token tensors
+    input_data = input_files[spec.seq_len]["ensemble" if takes_text else "encoder"]
     csv_path = out_dir / "raw" / f"{spec.key}.csv"
     argv0, _ = perf_analyzer_command()
     command = analyzer.build_command(

@@ -16,7 +16,7 @@ import yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
-TRITON_RUNTIMES = ("triton-ensemble", "triton-encoder")
+TRITON_RUNTIMES = ("triton-ensemble", "triton-fused", "triton-encoder")
 INPROCESS_RUNTIMES = ("onnxruntime", "pytorch")
 HTTP_RUNTIMES = ("fastapi",)
 RUNTIMES = TRITON_RUNTIMES + INPROCESS_RUNTIMES + HTTP_RUNTIMES
