@@ -59,7 +59,7 @@ def translate(error: BaseException, doing: str) -> ClientError:
     if isinstance(error, TimeoutError):  # socket, asyncio and aiohttp timeouts alike
         return RequestTimeout(f"no answer within the timeout while trying to {doing}; "
                               "raise timeout_s (--timeout) or send fewer texts per call")
-    if isinstance(error, (ConnectionError, OSError)) or _is_aiohttp_connection_error(error):
+    if isinstance(error, OSError) or _is_aiohttp_connection_error(error):  # refused, reset, DNS
         return ServerUnreachable(f"cannot reach Triton to {doing}: {error}")
     return ClientError(f"could not {doing}: {type(error).__name__}: {error}")
 
