@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = resolve_model_spec(args.model, task=args.task, name=args.name, head=args.head,
                                   normalize=not args.no_normalize)
-        options = BuildOptions(target=args.target, precision=args.precision, max_length=args.max_length,
+        precision = args.precision or (spec.cpu_precision if args.target == "cpu" else None)
+        options = BuildOptions(target=args.target, precision=precision, max_length=args.max_length,
                                max_batch_size=args.max_batch_size, out=args.out,
                                tensorrt_plan=not args.no_tensorrt_plan, intra_op_threads=args.intra_op_threads)
         if args.if_stale and is_up_to_date(spec, options):

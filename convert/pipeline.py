@@ -107,7 +107,9 @@ def is_up_to_date(spec: ModelSpec, options: BuildOptions) -> bool:
 
 # ---------------------------------------------------------------- graph steps
 
-def build_variants(reference: Reference, work: Path, target: str, timings: dict) -> tuple[optimize.FusionReport, dict[str, Path]]:
+def build_variants(reference: Reference, work: Path, target: str, served: str,
+                   timings: dict) -> tuple[optimize.FusionReport, dict[str, Path]]:
+    """FP32 (the optimised graph every other variant starts from) and the served precision."""
     with step("export to ONNX (eager attention)", timings):
         raw = export_onnx(reference, work / "exported.onnx")
     with step("symbolic shape inference", timings):
@@ -123,10 +125,10 @@ def build_variants(reference: Reference, work: Path, target: str, timings: dict)
         # Unfused, for TensorRT (as an ORT execution provider or a plan), which cannot
         # take ONNX Runtime's contrib operators and applies FP16 itself.
         variants["plain"] = raw
-    if "int8" in TARGET_VARIANTS[target]:
+    if served == "int8":
         with step("INT8 dynamic quantisation (per-channel)", timings):
             variants["int8"] = optimize.quantize_int8(variants["fp32"], work / "int8.onnx")
-    if "fp16" in TARGET_VARIANTS[target]:
+    if served == "fp16":
         with step("FP16 conversion (norms/softmax in FP32)", timings):
             variants["fp16"] = optimize.convert_fp16(variants["fp32"], work / "fp16.onnx")
     return fusion, variants
@@ -278,7 +280,8 @@ def fused_folder(spec: ModelSpec, layout: Layout, options: BuildOptions, served_
     output_map = {tensor.name: graph_name for graph_name, tensor in layout.ensemble_outputs.items()}
     parameters = {"max_length": options.max_length, "onnx_file": "model.onnx", "pad_id": pad_id,
                   "intra_op_threads": options.intra_op_threads, "output_map": json.dumps(output_map),
-                  "row_by_row": int(validate.ROW_BY_ROW[options.served_precision])}
+                  "row_by_row": int(validate.ROW_BY_ROW[options.served_precision]),
+                  "task": spec.task, "target": options.target, "precision": options.served_precision}
     config = tc.text_model_config(layout.fused, outputs, tc.Batching(options.max_batch_size, options.queue_delay_us),
                                   parameters)
     files = {"1/model.py": python_model_source("text_encoder"),
@@ -327,7 +330,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
         with step(f"load {spec.checkpoint.name} ({spec.task})", timings):
             reference = build_reference(spec)
         check_options(spec, options, reference.max_positions)
-        fusion, variants = build_variants(reference, work, options.target, timings)
+        fusion, variants = build_variants(reference, work, options.target, options.served_precision, timings)
         tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", options.max_length)
         reports = run_validation(reference, variants, tokenizer, timings)
         for report in reports:

@@ -214,8 +214,6 @@ def test_bad_request_gets_a_clear_error_and_the_server_keeps_serving(intent_serv
     assert_still_serving(intent_server, protocol, in_process)
 
 
-@pytest.mark.xfail(strict=True, reason="convert/python_models/tokenizer_model.py answers with TritonError's default "
-                   "code (INTERNAL, HTTP 500); fix: pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)")
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_rejected_text_comes_back_as_a_client_error_status(intent_server, protocol):
     with pytest.raises(InferenceServerException) as raised:

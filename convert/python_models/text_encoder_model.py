@@ -46,7 +46,8 @@ class TritonPythonModel:
             try:
                 texts_per_request.append((index, decode_texts(raw, self.max_length)))
             except InvalidText as error:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         if texts_per_request:
             self._run(requests, texts_per_request, responses)
         return responses

@@ -86,6 +86,7 @@ class TritonPythonModel:
         try:
             texts = decode_texts(raw, self.max_length)
         except InvalidText as error:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+            # INVALID_ARG: the client sent bad text (HTTP 400), not a server fault (500).
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         tensors = encode(self.tokenizer, texts, self.with_token_type_ids)
         return pb_utils.InferenceResponse([pb_utils.Tensor(name, tensors[name]) for name in self.output_names])
