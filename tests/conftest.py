@@ -26,15 +26,27 @@ def run_convert(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="session")
-def intent_repository(tmp_path_factory) -> Path:
-    """A model repository holding the CPU build of minilm-intent."""
-    reused = os.environ.get("TRITON_ENCODERS_TEST_REPO")
+PROTOCOLS = ("grpc", "http")
+
+
+def url(server, protocol: str) -> str:
+    """A client URL for one of the server's two protocols."""
+    return f"{protocol}://{server.grpc_url if protocol == 'grpc' else server.http_url}"
+
+
+def built_repository(tmp_path_factory, preset: str, reuse_variable: str) -> Path:
+    """A repository holding the CPU build of `preset`, or the one named by `reuse_variable`."""
+    reused = os.environ.get(reuse_variable)
     if reused:
         return Path(reused)
-    out = tmp_path_factory.mktemp("repo") / "triton_models"
-    run_convert("minilm-intent", "--out", str(out))
+    out = tmp_path_factory.mktemp(preset) / "triton_models"
+    run_convert(preset, "--out", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def intent_repository(tmp_path_factory) -> Path:
+    return built_repository(tmp_path_factory, "minilm-intent", "TRITON_ENCODERS_TEST_REPO")
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +61,16 @@ def intent_server(intent_repository):
 
 @pytest.fixture(scope="session")
 def embed_repository(tmp_path_factory) -> Path:
-    """A model repository holding the CPU build of minilm-embed (reuse one with
-    TRITON_ENCODERS_TEST_EMBED_REPO)."""
-    reused = os.environ.get("TRITON_ENCODERS_TEST_EMBED_REPO")
-    if reused:
-        return Path(reused)
-    out = tmp_path_factory.mktemp("embed-repo") / "triton_models"
-    run_convert("minilm-embed", "--out", str(out))
-    return out
+    return built_repository(tmp_path_factory, "minilm-embed", "TRITON_ENCODERS_TEST_EMBED_REPO")
+
+
+@pytest.fixture(scope="module", params=PROTOCOLS)
+def client(request, intent_server):
+    """An EncoderClient on the minilm-intent server, once per protocol."""
+    from client import EncoderClient
+
+    with EncoderClient(url(intent_server, request.param)) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc_client
 
+from tests.conftest import PROTOCOLS, url
 from client import (AsyncEncoderClient, ClientError, EncoderClient, InputRejected, ModelNotReady, RequestTimeout,
                     ServerUnreachable, parse_endpoint)
 from client.payload import encode_texts
@@ -24,21 +25,11 @@ from serve.ports import free_port
 from tests.conftest import model_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOLS = ("grpc", "http")
 MODEL = "minilm-intent"
 CAR_RENTAL = ("Hey, I'd like to rent a vehicle from Nov 1st to Nov 15th in Paris and I need a 15 "
               "passenger van")
 EXAMPLES = [CAR_RENTAL, "what's the balance on my checking account", "set an alarm for 7am tomorrow"]
 
-
-def url(server, protocol: str) -> str:
-    return f"{protocol}://{server.grpc_url if protocol == 'grpc' else server.http_url}"
-
-
-@pytest.fixture(scope="module", params=PROTOCOLS)
-def client(request, intent_server):
-    with EncoderClient(url(intent_server, request.param)) as opened:
-        yield opened
 
 
 # ------------------------------------------------------------------ no server needed

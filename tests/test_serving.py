@@ -18,6 +18,7 @@ import tritonclient.grpc as grpc_client
 import tritonclient.http as http_client
 from tritonclient.utils import InferenceServerException
 
+from tests.conftest import PROTOCOLS, url
 from client import AsyncEncoderClient, ClientError, EncoderClient, InputRejected, ModelNotReady
 from convert.python_models.onnx_encoder_model import make_session, run_batch
 from convert.python_models.tokenizer_model import decode_texts, encode, load_tokenizer
@@ -25,7 +26,6 @@ from convert.sentences import validation_sentences
 from convert.triton_config import read_config
 from tests.conftest import model_statistics
 
-PROTOCOLS = ("grpc", "http")
 ENSEMBLE = "minilm-intent"
 FUSED = "minilm-intent-fused"       # tokenizer + encoder in one Python model, served beside the ensemble
 TOLERANCE = 1e-5
@@ -79,15 +79,6 @@ def load_in_process(repository: Path, name: str, output: str) -> InProcessModel:
 def in_process(intent_repository) -> InProcessModel:
     return load_in_process(intent_repository, ENSEMBLE, "probabilities")
 
-
-def url(server, protocol: str) -> str:
-    return f"{protocol}://{server.grpc_url if protocol == 'grpc' else server.http_url}"
-
-
-@pytest.fixture(scope="module", params=PROTOCOLS)
-def client(request, intent_server):
-    with EncoderClient(url(intent_server, request.param)) as opened:
-        yield opened
 
 
 def served_models(server) -> list[str]:
