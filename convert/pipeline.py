@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +109,8 @@ def is_up_to_date(spec: ModelSpec, options: BuildOptions) -> bool:
 
 def build_variants(reference: Reference, work: Path, target: str, served: str,
                    timings: dict) -> tuple[optimize.FusionReport, dict[str, Path]]:
-    """FP32 (the optimised graph every other variant starts from) and the served precision."""
+    """FP32 (the optimised graph every other variant starts from) and the GPU variants;
+    INT8 comes from quantize_validated, which needs the validation gate."""
     with step("export to ONNX (eager attention)", timings):
         raw = export_onnx(reference, work / "exported.onnx")
     with step("symbolic shape inference", timings):
@@ -125,27 +126,70 @@ def build_variants(reference: Reference, work: Path, target: str, served: str,
         # Unfused, for TensorRT (as an ORT execution provider or a plan), which cannot
         # take ONNX Runtime's contrib operators and applies FP16 itself.
         variants["plain"] = raw
-    if served == "int8":
-        with step("INT8 dynamic quantisation (per-channel)", timings):
-            variants["int8"] = optimize.quantize_int8(variants["fp32"], work / "int8.onnx")
     if served == "fp16":
         with step("FP16 conversion (norms/softmax in FP32)", timings):
             variants["fp16"] = optimize.convert_fp16(variants["fp32"], work / "fp16.onnx")
     return fusion, variants
 
 
-def run_validation(reference: Reference, variants: dict[str, Path], tokenizer, timings: dict) -> list[validate.VariantReport]:
+@dataclass(frozen=True)
+class ValidationSet:
+    """The sentences, the PyTorch reference's answers to them, and how to check a variant."""
+    texts: list[str]
+    expected: np.ndarray
+    tokenizer: object
+    output: str
+    with_types: bool
+
+    def check(self, precision: str, path: Path) -> validate.VariantReport:
+        return validate.validate_variant(precision, precision, path, self.expected, self.tokenizer, self.texts,
+                                         self.output, self.with_types)
+
+
+def reference_answers(reference: Reference, tokenizer, timings: dict) -> ValidationSet:
     texts = validation_sentences()
     with_types = "token_type_ids" in reference.input_names
-    output = reference.output_names[0]
-    reports = []
-    with step(f"validate {len(variants)} variants on {len(texts)} sentences", timings):
+    with step(f"PyTorch reference on {len(texts)} sentences", timings):
         feeds = [encode(tokenizer, [text], with_types) for text in texts]
         expected = validate.reference_outputs(reference.model, feeds)
-        for precision, path in variants.items():
-            reports.append(validate.validate_variant(precision, precision, path, expected, tokenizer, texts,
-                                                     output, with_types))
-    return reports
+    return ValidationSet(texts, expected, tokenizer, reference.output_names[0], with_types)
+
+
+def run_validation(checks: ValidationSet, variants: dict[str, Path], timings: dict) -> list[validate.VariantReport]:
+    with step(f"validate {', '.join(variants)} on {len(checks.texts)} sentences", timings):
+        return [checks.check(precision, path) for precision, path in variants.items()]
+
+
+def quantize_validated(fp32: Path, work: Path, checks: ValidationSet,
+                       timings: dict) -> tuple[Path | None, validate.VariantReport, optimize.Int8Scheme | None]:
+    """The first INT8 scheme (most operators quantised first) that passes the gate on this CPU;
+    (None, the last failing report, None) when none does."""
+    for scheme in optimize.INT8_SCHEMES:
+        with step(f"INT8 dynamic per-channel, scheme '{scheme.name}' (FP32: {scheme.keeps_fp32}) + validation",
+                  timings):
+            path = optimize.quantize_int8(fp32, work / f"int8-{scheme.name}.onnx", scheme)
+            report = checks.check("int8", path)
+        if report.passed:
+            return path, report, scheme
+        console.print(f"  [yellow]scheme '{scheme.name}' missed the gate: {'; '.join(report.failures)}[/yellow]")
+    return None, report, None
+
+
+def choose_served_int8(options: BuildOptions, variants: dict[str, Path], reports: list, work: Path,
+                       checks: ValidationSet, timings: dict) -> tuple[BuildOptions, dict]:
+    """Adds the validated INT8 variant; without one, a default build serves FP32 (said loudly)
+    and an explicit --precision int8 fails. Returns the options the repository is written with."""
+    path, report, scheme = quantize_validated(variants["fp32"], work, checks, timings)
+    if path is not None:
+        variants["int8"] = path
+        reports.append(report)
+        return options, {"int8_scheme": scheme.name}
+    failures = "; ".join(report.failures)
+    if options.precision == "int8":
+        raise ConvertError(f"no INT8 scheme passed validation on this CPU (last: {failures}); "
+                           "build with --precision fp32")
+    console.print(f"  [yellow]no INT8 scheme passed validation on this CPU ({failures}): serving FP32[/yellow]")
+    return replace(options, precision="fp32"), {"int8_rejected": failures}
 
 
 def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: Path) -> dict[str, Path]:
@@ -317,13 +361,14 @@ def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, e
         "num_labels": len(extra["labels"]),
         "fusion": asdict(fusion), "variants": variants,
         "validation": [r.as_dict() for r in reports],
-        "fingerprint": fingerprint(spec, options), "versions": _versions(), **extra.get("tensorrt", {}),
+        **extra["quantization"], "versions": _versions(), **extra.get("tensorrt", {}),
     }
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
     timings: dict[str, float] = {}
     check_options(spec, options)
+    requested = fingerprint(spec, options)   # of the options asked for, even if INT8 falls back to FP32
     check_writable(options.out)
     with tempfile.TemporaryDirectory(prefix="convert-") as scratch:
         work = Path(scratch)
@@ -332,13 +377,17 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
         check_options(spec, options, reference.max_positions)
         fusion, variants = build_variants(reference, work, options.target, options.served_precision, timings)
         tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", options.max_length)
-        reports = run_validation(reference, variants, tokenizer, timings)
+        checks = reference_answers(reference, tokenizer, timings)
+        reports = run_validation(checks, variants, timings)
         for report in reports:
             console.print(f"  {report.variant}: {'passed' if report.passed else 'FAILED'}")
         validate.require_passed(reports)
+        quantization = {}
+        if options.served_precision == "int8":
+            options, quantization = choose_served_int8(options, variants, reports, work, checks, timings)
 
         served = add_serving_outputs(reference, variants, work)
-        plan, extra = None, {"labels": reference.labels}
+        plan, extra = None, {"labels": reference.labels, "quantization": quantization}
         if options.target == "gpu" and options.tensorrt_plan:
             plan, engine = build_tensorrt_plan(work / "exported.onnx", work, reference, options, timings)
             extra["tensorrt"] = {"tensorrt": engine}
@@ -357,6 +406,7 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
             previous = read_manifest(options.out)["models"].get(spec.name, {}).get("folders", [])
             entry = _manifest_entry(spec, options, layout, folders, fusion, reports, variant_facts, extra)
             entry["build_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+            entry["fingerprint"] = requested
             staging = stage_folders(folders, options.out)
             try:
                 install(staging, options.out, spec.name, entry, [f for f in previous if f not in entry["folders"]])

@@ -68,7 +68,10 @@ def test_minilm_intent_repository_holds_tokenizer_encoder_and_ensemble(intent_re
     assert next(o for o in ensemble.output if o.name == "PROBABILITIES").label_filename == "labels.txt"
     graph = onnx.load(str(intent_repository / "minilm-intent-encoder/1/model.onnx"), load_external_data=False)
     ops = {n.op_type for n in graph.graph.node}
-    assert {"QAttention", "LabelEncoder"} <= ops   # quantised attention; labels inside the graph
+    assert "LabelEncoder" in ops and ops & {"DynamicQuantizeMatMul", "MatMulInteger"}
+    scheme = _manifest(intent_repository)["models"]["minilm-intent"]["int8_scheme"]
+    # Attention is quantised unless this CPU needed the feed-forward-only scheme to pass the gate.
+    assert ("QAttention" in ops) == (scheme != "feed-forward"), (scheme, sorted(ops))
 
 
 # ------------------------------------------------------------------ other checkpoints
@@ -182,3 +185,25 @@ def test_if_stale_skips_an_up_to_date_build(tiny_checkpoints, tiny_repository):
     result = run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--out", str(tiny_repository),
                          "--max-batch-size", "8", "--if-stale")
     assert "is up to date" in result.stderr
+
+
+def test_int8_that_no_scheme_can_pass_falls_back_to_fp32_or_fails_when_asked_for(tiny_checkpoints, tmp_path,
+                                                                                 monkeypatch):
+    """A gate INT8 cannot meet (top-1 agreement above 100%): the default build serves FP32 and
+    says why in the manifest; an explicit --precision int8 stops with the reason."""
+    from dataclasses import replace
+
+    from convert import validate
+    from convert.errors import ConvertError
+    from convert.pipeline import BuildOptions, build
+    from convert.source import resolve_model_spec
+
+    monkeypatch.setitem(validate.THRESHOLDS, "int8", replace(validate.THRESHOLDS["int8"], top1_agreement=1.01))
+    spec = resolve_model_spec(str(tiny_checkpoints["bert"]), name="tiny")
+    result = build(spec, BuildOptions(out=tmp_path / "repo", max_batch_size=8))
+    entry = _manifest(tmp_path / "repo")["models"]["tiny"]
+    assert entry["precision"] == "fp32" and "top1_agreement" in entry["int8_rejected"]
+    assert [r.variant for r in result.reports] == ["fp32"]
+    assert read_config(tmp_path / "repo" / "tiny-encoder").parameters["row_by_row"].string_value == "0"
+    with pytest.raises(ConvertError, match="no INT8 scheme passed"):
+        build(spec, BuildOptions(out=tmp_path / "explicit", precision="int8", max_batch_size=8))

@@ -227,3 +227,23 @@ def test_validation_set_is_realistic_varied_and_spans_lengths(tokenizer):
     assert min(lengths) == 2 and max(lengths) == 32
     full = load_tokenizer(TOKENIZER_JSON, max_length=512)
     assert max(len(full.encode(t).ids) for t in texts) > 128   # truncation at 128 is exercised
+
+
+def test_int8_keeps_the_head_in_fp32_and_feed_forward_scheme_also_the_attention_projections():
+    """Two layers of hidden 4 / intermediate 16, plus a 4x3 head: only the 4 FFN MatMuls quantise."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from convert.optimize import kept_in_fp32
+
+    weights, nodes, previous = [], [], "x"
+    shapes = [("l0_attn_out", (4, 4)), ("l0_ffn_in", (4, 16)), ("l0_ffn_out", (16, 4)),
+              ("l1_attn_out", (4, 4)), ("l1_ffn_in", (4, 16)), ("l1_ffn_out", (16, 4)), ("head", (4, 3))]
+    for name, shape in shapes:
+        weights.append(numpy_helper.from_array(np.zeros(shape, np.float32), f"{name}_w"))
+        nodes.append(helper.make_node("MatMul", [previous, f"{name}_w"], [name], name=name))
+        previous = name
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 3])], weights)
+    model = helper.make_model(graph)
+    assert kept_in_fp32(model, feed_forward_only=False) == ["head"]
+    assert sorted(kept_in_fp32(model, feed_forward_only=True)) == ["head", "l0_attn_out", "l1_attn_out"]
