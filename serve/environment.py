@@ -15,11 +15,23 @@ Choices made here, and why:
   processes can read it; the guard is against the network, not against this host.
 - A per-server prefix for the Python backend's shared-memory regions, so the
   launcher can remove exactly its own regions from /dev/shm if a stub was killed.
+- Request size (MAX_REQUEST_BYTES, 16 MiB). Triton 2.51, the wheel's build, has no flag
+  for it: it reads HTTP bodies of any size (and inflates gzip/deflate bodies without a
+  cap), and gRPC messages up to 2 GiB - 1 (INT32_MAX, fixed in the binary). Later
+  builds have `--http-max-input-size` (default 64 MiB); where `--help` lists it, it is
+  set to MAX_REQUEST_BYTES. On every build the Python models refuse a request holding
+  more text than that (MAX_REQUEST_TEXT_BYTES in convert/python_models/tokenizer_model.py,
+  the same number) and read at most max_length x 100 characters of each text. The
+  server binds 127.0.0.1 by default, so on 2.51 only this machine can send it a body
+  larger than that.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -35,6 +47,10 @@ ADMIN_HTTP_HEADER = "triton-admin-key"
 ADMIN_GRPC_HEADER = "triton-grpc-protocol-" + ADMIN_HTTP_HEADER
 EXIT_TIMEOUT_S = 3  # how long Triton waits for in-flight requests when told to stop
 MODEL_CONTROL_MODES = ("none", "explicit")
+# The largest request: 32 texts (max_batch_size) of 12,800 characters (128 tokens x 100)
+# fit several times over, in UTF-8 or JSON. Enforced as described at the top.
+MAX_REQUEST_BYTES = 16 * 2**20
+HTTP_MAX_INPUT_SIZE_FLAG = "--http-max-input-size"   # not in 2.51; in later builds
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,18 @@ def server_command(settings: ServerSettings, installed: TritonInstall) -> list[s
         "--disable-auto-complete-config",
         f"--log-verbose={settings.log_verbose}",
     ]
+    if HTTP_MAX_INPUT_SIZE_FLAG in supported_options(installed.binary):
+        command.append(f"{HTTP_MAX_INPUT_SIZE_FLAG}={MAX_REQUEST_BYTES}")
     return command + list(settings.extra_args)
+
+
+@functools.lru_cache(maxsize=None)
+def supported_options(binary: Path) -> frozenset[str]:
+    """The long options `tritonserver --help` lists, so that a flag newer than the
+    installed build is only passed where it exists (an unknown one stops the start)."""
+    result = subprocess.run([str(binary), "--help"], capture_output=True, text=True,
+                            env=server_environment(), timeout=60, check=False)  # --help exits 1
+    return frozenset(re.findall(r"^\s+(--[a-z0-9-]+)", result.stdout + result.stderr, re.MULTILINE))
 
 
 def server_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:

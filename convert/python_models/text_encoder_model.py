@@ -15,7 +15,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from onnx_encoder_model import make_session, run_batch  # noqa: E402  (copied beside this file)
-from tokenizer_model import InvalidText, decode_texts, encode, load_tokenizer  # noqa: E402
+from tokenizer_model import (  # noqa: E402
+    MAX_REQUEST_TEXT_BYTES, InvalidText, check_request_size, decode_texts, encode, load_tokenizer,
+)
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -29,6 +31,7 @@ class TritonPythonModel:
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.max_length = int(parameters["max_length"])
+        self.max_request_bytes = int(parameters.get("max_request_bytes", MAX_REQUEST_TEXT_BYTES))
         self.tokenizer = load_tokenizer(version_dir / "tokenizer.json", self.max_length)
         threads = int(parameters.get("intra_op_threads", "0")) or os.cpu_count() or 1
         self.session = make_session(version_dir / parameters.get("onnx_file", "model.onnx"), threads,
@@ -44,6 +47,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
             try:
+                check_request_size(raw, self.max_request_bytes)
                 texts_per_request.append((index, decode_texts(raw, self.max_length)))
             except InvalidText as error:
                 responses[index] = pb_utils.InferenceResponse(

@@ -22,6 +22,14 @@ except ImportError:  # imported outside Triton: by the converter and the unit te
 # token always holds max_length tokens; cutting there bounds the work a megabyte of text costs.
 MAX_CHARS_PER_TOKEN = 100
 
+# The most text (bytes, summed over the batch) one request may carry. Only max_length *
+# MAX_CHARS_PER_TOKEN characters of each text are ever read, so the most useful text a full
+# batch can hold is 32 x 12,800 characters x 4 UTF-8 bytes = 1.6 MiB; 16 MiB leaves room
+# for a few whole documents and refuses, before any decoding, requests that could only
+# cost memory. Triton 2.51 itself puts no limit on the request size (serve/environment.py).
+# A config parameter "max_request_bytes" overrides it.
+MAX_REQUEST_TEXT_BYTES = 16 * 2**20
+
 
 class InvalidText(ValueError):
     """A text that cannot be tokenized; the message names the item and why."""
@@ -38,6 +46,15 @@ def load_tokenizer(path: str | Path, max_length: int, pad_to_multiple_of: int | 
         pad_token, pad_id = "<pad>", tokenizer.token_to_id("<pad>") or 0
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, pad_to_multiple_of=pad_to_multiple_of)
     return tokenizer
+
+
+def check_request_size(raw: np.ndarray, limit: int) -> None:
+    """Refuse a request whose texts together hold more than `limit` bytes."""
+    total = sum(len(item) for item in raw.reshape(-1))
+    if total > limit:
+        raise InvalidText(
+            f"the request holds {total} bytes of text, over the limit of {limit} bytes ({limit / 2**20:g} MiB) "
+            f"per request; send fewer or shorter texts (each is truncated to the model's max_length tokens anyway)")
 
 
 def decode_texts(raw: np.ndarray, max_length: int) -> list[str]:
@@ -72,6 +89,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.max_length = int(parameters["max_length"])
+        self.max_request_bytes = int(parameters.get("max_request_bytes", MAX_REQUEST_TEXT_BYTES))
         pad_multiple = int(parameters.get("pad_to_multiple_of", "0")) or None
         self.output_names = [output["name"] for output in config["output"]]
         self.with_token_type_ids = "token_type_ids" in self.output_names
@@ -84,6 +102,7 @@ class TritonPythonModel:
     def _execute_one(self, request):
         raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
         try:
+            check_request_size(raw, self.max_request_bytes)
             texts = decode_texts(raw, self.max_length)
         except InvalidText as error:
             # INVALID_ARG: the client sent bad text (HTTP 400), not a server fault (500).
