@@ -5,8 +5,9 @@
 
 On open it reads the model's metadata and config from the server (tensors, max batch
 size, task, max length). A call splits its texts into chunks of max_batch_size, sends
-up to `max_in_flight` of them at once, retries a chunk only when the server cannot be
-reached, and returns the answers in the order of the texts.
+up to `max_in_flight` of them at once, retries a chunk only for failures that pass by
+themselves (server unreachable, model being reloaded or restored: see client/errors.py),
+and returns the answers in the order of the texts.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from client import payload
 from client.endpoint import Endpoint, parse_endpoint
-from client.errors import ClientError, ModelNotReady
+from client.errors import ClientError, ModelUnavailable
 from client.model_info import ModelInfo, from_server
 from client.payload import Prediction, Text
 from client.retry import RetryPolicy, with_retries
@@ -107,9 +108,13 @@ class AsyncEncoderClient:
         # Metadata first: for an unknown model its error carries Triton's own words.
         metadata = await self._call(lambda: self._transport.model_metadata(self.model), f"read the metadata of {where}")
         config = await self._call(lambda: self._transport.model_config(self.model), f"read the config of {where}")
-        if not await self._call(lambda: self._transport.is_model_ready(self.model), f"ask whether {where} is ready"):
-            raise ModelNotReady(f"{where} is known to the server but not ready (still loading, or failed: "
-                                "see the server's log)")
+
+        async def require_ready() -> None:  # raised inside the call, so a model being reloaded is retried
+            if not await self._transport.is_model_ready(self.model):
+                raise ModelUnavailable(f"{where} is known to the server but not ready (still loading, or "
+                                       "failed: see the server's log)")
+
+        await self._call(require_ready, f"ask whether {where} is ready")
         return from_server(metadata, config)
 
     async def _require_task(self, classifier: bool) -> ModelInfo:

@@ -1,19 +1,23 @@
-"""Retries with exponential backoff, for a server that is not there (yet, or any more) only.
+"""Retries with exponential backoff, for failures that pass by themselves (errors.is_retryable):
+a server that is not there (yet, or any more), a model being (re)loaded, a model process
+that died and is being restored.
 
-Inference on an encoder has no side effects, so asking again after a refused or reset
-connection is safe. A rejected input would be rejected again, and a timed-out request
-may still be running on the server: neither is retried.
+Inference on an encoder has no side effects, so asking again is safe. A rejected input
+would be rejected again, and a timed-out request may still be running on the server:
+neither is retried.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
-from client.errors import ClientError, ServerUnreachable, is_retryable, translate
+from client.errors import gave_up, is_retryable, translate
 
 T = TypeVar("T")
+logger = logging.getLogger("client")
 
 
 @dataclass(frozen=True)
@@ -38,13 +42,10 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, do
         except Exception as raw:
             error = translate(raw, doing)
             if not is_retryable(error) or attempt >= policy.retries:
-                raise _after_attempts(error, attempt + 1) from raw
+                raise gave_up(error, attempt + 1) from raw
         attempt += 1
-        await asyncio.sleep(policy.delay_s(attempt))
+        delay_s = policy.delay_s(attempt)
+        logger.info("retry %d of %d in %.2f s: %s: %s", attempt, policy.retries, delay_s,
+                    type(error).__name__, error)
+        await asyncio.sleep(delay_s)
 
-
-def _after_attempts(error: ClientError, attempts: int) -> ClientError:
-    if isinstance(error, ServerUnreachable) and attempts > 1:
-        return ServerUnreachable(f"{error} (gave up after {attempts} attempts; is the server running? "
-                                 "start one with `python -m serve`)")
-    return error

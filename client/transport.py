@@ -4,7 +4,12 @@ Everything else in the client is protocol-free. The differences kept here:
 - the timeout: gRPC sends it as the call's deadline (the server sees it too);
   aiohttp applies it to the whole HTTP request through its session;
 - the JSON of model metadata and config, which `model_info.from_server` smooths over;
-- which module's InferInput / InferRequestedOutput build the request.
+- which module's InferInput / InferRequestedOutput build the request;
+- reconnecting: both reconnect by themselves to a server that comes back on the same
+  address (gRPC's channel, aiohttp's connection pool), so a client outlives a server
+  restart. gRPC waits between connection attempts with a backoff that grows to 120 s by
+  default, which would leave a client failing for up to two minutes after a long outage
+  although the server is back; it is capped at 1 s here.
 """
 from __future__ import annotations
 
@@ -18,11 +23,27 @@ import tritonclient.http.aio as http_aio
 from client.endpoint import Endpoint
 
 
+def grpc_channel_args() -> list[tuple[str, int | bool]]:
+    """tritonclient's own channel arguments (passing any replaces them all) plus a short reconnect backoff."""
+    keepalive = grpc_protocol.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", grpc_protocol.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpc_protocol.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
 class GrpcTransport:
     protocol: ModuleType = grpc_protocol
 
     def __init__(self, endpoint: Endpoint, timeout_s: float, max_in_flight: int) -> None:
-        self._client = grpc_aio.InferenceServerClient(endpoint.address)  # one channel multiplexes all calls
+        # One channel multiplexes all calls.
+        self._client = grpc_aio.InferenceServerClient(endpoint.address, channel_args=grpc_channel_args())
         self._timeout_s = timeout_s
 
     async def model_metadata(self, model: str) -> dict:
