@@ -18,7 +18,7 @@ from pathlib import Path
 from serve.environment import ADMIN_GRPC_HEADER, ADMIN_HTTP_HEADER, ADMIN_KEY_ENV, MODEL_CONTROL_MODES
 from serve.errors import ServerStartError
 from serve.install import install
-from serve.logs import last_lines
+from serve.logs import last_lines, reason_summary
 from serve.server import STARTUP_TIMEOUT_S, LocalTritonServer
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_models"
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --model-control explicit: load this model at start (repeatable; '*' for all)")
     parser.add_argument("--allow-load-failures", action="store_true",
                         help="keep serving the models that loaded when others fail")
+    parser.add_argument("--no-restore", dest="restore", action="store_false",
+                        help="do not reload a model whose Python-backend process dies (Triton 2.51 does not "
+                             "restart it; with this flag, 'none' model control is Triton's own)")
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="SECONDS")
     parser.add_argument("--log-file", type=Path, help="server log (default: a new file in the temp folder)")
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose level (0 = off)")
@@ -72,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port or None, metrics_port=args.metrics_port or None,
         model_control=args.model_control, load_models=args.load_model, log_file=args.log_file,
         log_verbose=args.log_verbose, allow_load_failures=args.allow_load_failures,
-        startup_timeout_s=args.startup_timeout, stream_log=args.verbose,
+        startup_timeout_s=args.startup_timeout, stream_log=args.verbose, restore_crashed_models=args.restore,
     )
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C even when started in the background, where the shell set SIGINT to "ignore".
@@ -105,8 +108,10 @@ def _print_banner(server: LocalTritonServer) -> None:
         f"  gRPC      {server.grpc_url}",
         f"  metrics   {server.metrics_url}",
         f"  ready     {', '.join(server.ready_models()) or '(none)'}",
-        *(f"  FAILED    {name}: {reason.splitlines()[0]}" for name, reason in sorted(failures.items())),
+        *(f"  FAILED    {name}: {reason_summary(reason)}" for name, reason in sorted(failures.items())),
         f"  log       {server.log_path}",
+        "  watchdog  " + ("reloads a model whose Python-backend process dies" if server.restore_crashed_models
+                          else "off (--no-restore): a model whose Python-backend process dies stays down"),
         f"  model load/unload/index: restricted to header {ADMIN_HTTP_HEADER} (HTTP) / "
         f"{ADMIN_GRPC_HEADER} (gRPC) carrying {key_source}",
         "Ctrl-C to stop.",

@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import TextIO
 
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.*?)\"?\s*$")
+# An ensemble is never loaded when a model it needs failed; Triton says why only in its log:
+#   E... model_repository_manager.cc:703] "Invalid argument: ensemble 'x' depends on 'y'
+#   which has no loaded version. Model 'y' loading failed with error: ...;"
+_FAILED_DEPENDENCY = re.compile(r"\] \"(?P<reason>(?:[\w ]+: )?ensemble '(?P<model>[^']+)' depends on '[^']+' "
+                                r"which has no loaded version.*?);?\"?\s*$")
+# A Python-backend reason ends with its traceback, innermost frame first:
+#   "At:\n  /path/model.py(32): load_tokenizer\n  /path/model.py(79): initialize"
+_FRAME = re.compile(r"^\s+(?P<path>/\S+\.py)\((?P<line>\d+)\): (?P<function>\S+)\s*$")
 _LOADING = re.compile(r"\"loading: (?P<model>[^:\"]+):\d+\"")
 _LOADED = re.compile(r"successfully loaded '(?P<model>[^']+)'")
 _PORT_IN_USE = re.compile(r"failed to start \w+ service: .*already in use", re.IGNORECASE)
@@ -49,11 +57,38 @@ def error_lines(log_text: str, count: int = 8) -> list[str]:
 
 
 def load_failures(log_text: str) -> dict[str, str]:
-    """Model name -> Triton's reason, from its "failed to load" lines."""
+    """Model name -> Triton's reason, from its "failed to load" lines and, for ensembles
+    that were never loaded because a model they need failed, its "depends on" lines."""
+    lines = log_text.splitlines()
+    dependencies = dependency_failures(log_text)
+    return dependencies | {
+        match["model"]: _unescape(match["reason"]) for match in map(_FAILED_LOAD.search, lines) if match
+    }
+
+
+def dependency_failures(log_text: str) -> dict[str, str]:
+    """Ensemble name -> Triton's reason it was not loaded (a model it depends on failed)."""
     return {
         match["model"]: _unescape(match["reason"])
-        for match in map(_FAILED_LOAD.search, log_text.splitlines()) if match
+        for match in map(_FAILED_DEPENDENCY.search, log_text.splitlines()) if match
     }
+
+
+def reason_summary(reason: str) -> str:
+    """One line for a load failure: Triton's first line, plus where in the model's own code
+    a Python traceback points (its innermost frame outside site-packages), e.g.
+        Internal: Exception: No such file or directory (os error 2)
+            [at minilm-intent-tokenizer/1/model.py:32 in load_tokenizer]    (on one line)"""
+    lines = reason.strip().splitlines()
+    first = lines[0] if lines else "(no reason given)"
+    if _FAILED_DEPENDENCY.search(f'] "{first}'):  # the model it names has its own line, with its reason
+        return first.split(" Model '", 1)[0]
+    for line in lines[1:]:
+        frame = _FRAME.match(line)
+        if frame and "site-packages" not in frame["path"]:
+            where = "/".join(Path(frame["path"]).parts[-3:])
+            return f"{first} [at {where}:{frame['line']} in {frame['function']}]"
+    return first
 
 
 def models_still_loading(log_text: str) -> list[str]:

@@ -6,6 +6,12 @@
 start() checks the arguments, installs the server tree if needed (serve.install),
 starts the binary (serve.process), and polls its HTTP API (serve.health) until every
 model is ready or has failed. Failures are reported in Triton's own words.
+
+While it runs, a watchdog (serve.health.StubWatchdog) reloads any model whose
+Python-backend process dies, which Triton 2.51 does not do by itself. Reloading needs
+Triton's model-repository API, so model_control="none" runs Triton in explicit mode with
+every model loaded at start (the API stays restricted to the admin key); pass
+restore_crashed_models=False for Triton's plain "none" mode and no watchdog.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from serve.environment import (
     ADMIN_KEY_ENV, EXIT_TIMEOUT_S, ServerSettings, admin_headers, server_command, server_environment,
 )
 from serve.errors import ServerStartError
-from serve.health import HttpProbe, ModelState
+from serve.health import HttpProbe, ModelState, Restoration, Stub, StubWatchdog, python_stubs
 from serve.install import TritonInstall, install
 from serve.logs import (
-    LogFollower, error_lines, last_lines, load_failures, models_still_loading, port_conflicts, read_log,
+    LogFollower, dependency_failures, error_lines, last_lines, load_failures, models_still_loading,
+    port_conflicts, read_log, reason_summary,
 )
 from serve.ports import client_host, free_port
 from serve.process import remove_shared_memory, spawn, terminate
@@ -65,6 +72,7 @@ class LocalTritonServer:
         allow_load_failures: bool = False,   # True: serve the models that loaded, report the others
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         stream_log: bool = False,            # copy the server's log to stderr as it is written
+        restore_crashed_models: bool = True,  # reload a model whose Python-backend process died
         extra_args: Iterable[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).expanduser().resolve()
@@ -76,12 +84,15 @@ class LocalTritonServer:
         self.allow_load_failures = allow_load_failures
         self.startup_timeout_s = startup_timeout_s
         self.stream_log = stream_log
+        self.restore_crashed_models = restore_crashed_models
         self.extra_args = tuple(extra_args)
         self._requested_admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or None
         self.log_path: Path | None = Path(log_file).expanduser().resolve() if log_file else None
         self._settings: ServerSettings | None = None
         self._process: subprocess.Popen | None = None
         self._follower: LogFollower | None = None
+        self._watchdog: StubWatchdog | None = None
+        self._restorations: list[Restoration] = []
 
     # ----- lifecycle -----------------------------------------------------------------
 
@@ -97,6 +108,7 @@ class LocalTritonServer:
             self._launch(self._resolve_settings(), installed)
             try:
                 self._wait_until_ready()
+                self._start_watchdog()
                 return self
             except ServerStartError:
                 conflicts = port_conflicts(read_log(self.log_path))
@@ -111,6 +123,7 @@ class LocalTritonServer:
 
     def stop(self) -> None:
         """Stop the server and every process it started; safe to call twice."""
+        self._stop_watchdog()  # first: the stubs going down with the server are no crash
         process, self._process = self._process, None
         if process is None:
             return
@@ -187,13 +200,29 @@ class LocalTritonServer:
         return [model.name for model in self.repository_index() if model.state == "READY"]
 
     def model_load_failures(self) -> dict[str, str]:
-        """Model name -> Triton's reason, for each model that failed to load.
+        """Model name -> Triton's reason, for each model that failed to load, ensembles
+        included (Triton never loads one whose parts failed, and says why only in its log).
 
         Asked of the running server's repository index; after the server is gone,
         read from its log instead."""
-        if self.is_running():
-            return {model.name: model.reason for model in self.repository_index() if model.failed}
-        return load_failures(read_log(self.log_path)) if self.log_path else {}
+        if not self.is_running():
+            return load_failures(read_log(self.log_path)) if self.log_path else {}
+        index = self.repository_index()
+        never_loaded = {model.name for model in index if model.state == ""}
+        dependencies = dependency_failures(read_log(self.log_path))
+        return ({name: reason for name, reason in dependencies.items() if name in never_loaded}
+                | {model.name: model.reason for model in index if model.failed})
+
+    def python_stubs(self) -> dict[str, Stub]:
+        """The live Python-backend processes of this server, by Triton instance name
+        ("minilm-intent-encoder_0_0"): pid and model."""
+        return python_stubs(self.pid) if self.is_running() else {}
+
+    @property
+    def restorations(self) -> list[Restoration]:
+        """The models the watchdog reloaded because their Python-backend process died, oldest first."""
+        current = self._watchdog.restorations if self._watchdog is not None else []
+        return self._restorations + current
 
     def __repr__(self) -> str:
         where = f"http={self.http_url} grpc={self.grpc_url}" if self.is_running() else "stopped"
@@ -212,19 +241,37 @@ class LocalTritonServer:
         ports = {role: port or free_port(self.host) for role, port in self._ports.items()}
         while len(set(ports.values())) < len(ports):  # the OS can hand out a port twice
             ports = {role: self._ports[role] or free_port(self.host) for role in ports}
+        model_control, load_models = self._triton_model_control()
         return ServerSettings(
             model_repository=self.model_repository,
             host=self.host,
             http_port=ports["HTTP"],
             grpc_port=ports["gRPC"],
             metrics_port=ports["metrics"],
-            model_control=self.model_control,
-            load_models=self.load_models,
+            model_control=model_control,
+            load_models=load_models,
             admin_key=self._requested_admin_key or secrets.token_urlsafe(32),
             shm_prefix=f"triton_encoders_{os.getpid()}_{secrets.token_hex(4)}_",
             log_verbose=self.log_verbose,
             extra_args=self.extra_args,
         )
+
+    def _triton_model_control(self) -> tuple[str, tuple[str, ...]]:
+        """The mode Triton runs in. "none" with the watchdog is explicit mode loading every
+        model: the same models at start, and the load API the watchdog needs to restore one."""
+        if self.model_control == "none" and self.restore_crashed_models:
+            return "explicit", ("*",)
+        return self.model_control, self.load_models
+
+    def _start_watchdog(self) -> None:
+        if self.restore_crashed_models and self._process is not None:
+            self._watchdog = StubWatchdog(self._process.pid, self._probe()).start()
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
+            self._restorations += watchdog.restorations
 
     def _launch(self, settings: ServerSettings, installed: TritonInstall) -> None:
         self._settings = settings
@@ -258,7 +305,7 @@ class LocalTritonServer:
         if failures and not self.allow_load_failures:
             raise ServerStartError(self._failures_message(failures))
         for name, reason in failures.items():
-            logger.warning("model %s failed to load: %s", name, reason.splitlines()[0])
+            logger.warning("model %s failed to load: %s", name, reason_summary(reason))
         logger.info("Triton ready after %.1f s: %s", time.monotonic() - started,
                     ", ".join(self.ready_models()) or "no models loaded")
 
