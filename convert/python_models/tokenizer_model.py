@@ -18,8 +18,11 @@ try:
 except ImportError:  # imported outside Triton: by the converter and the unit tests
     pb_utils = None
 
-# WordPiece never makes a token of more than 100 characters, so this many characters per
-# token always holds max_length tokens; cutting there bounds the work a megabyte of text costs.
+# Each text is cut to max_length x this many characters before tokenizing, which bounds
+# the work a megabyte of text costs. For text made of words, that prefix holds far more
+# than max_length tokens, so the answer is the one for the whole text. It can differ only
+# for text whose first 12,800 characters make few tokens (long runs of zero-width or
+# unknown characters before the words): such text is answered on its prefix.
 MAX_CHARS_PER_TOKEN = 100
 
 # The most text (bytes, summed over the batch) one request may carry. Only max_length *
