@@ -269,6 +269,13 @@ def test_server_ports_shared_memory_ulimits_and_healthcheck(compose):
     assert health["start_period"], "TensorRT engines build during warm-up: the first check must wait"
 
 
+def test_server_bounds_the_http_request_size_like_the_local_server(compose):
+    from convert.python_models.tokenizer_model import MAX_REQUEST_TEXT_BYTES
+
+    script = _compose_server_script(compose)
+    assert f"--http-max-input-size={MAX_REQUEST_TEXT_BYTES}" in script.split()
+
+
 def test_model_repository_api_is_restricted_with_a_key_from_the_environment(compose, stages):
     triton = compose["services"]["triton"]
     command = service_command(triton)
@@ -318,8 +325,11 @@ class StartedServer:
         self.http, self.grpc = _free_port(), _free_port()
         wrapper = tmp / "bin" / "tritonserver"
         wrapper.parent.mkdir(exist_ok=True)
-        # The compose command's flags come last, so they are the ones under test.
-        wrapper.write_text(f'#!/bin/sh\nexec {tree}/bin/tritonserver --backend-directory={tree}/backends '
+        # The compose command's flags come last, so they are the ones under test. The local
+        # 2.51 binary predates --http-max-input-size (the image's server has it): dropped here.
+        wrapper.write_text('#!/bin/sh\nfor arg do shift; case "$arg" in --http-max-input-size=*) ;; '
+                           '*) set -- "$@" "$arg";; esac; done\n'
+                           f'exec {tree}/bin/tritonserver --backend-directory={tree}/backends '
                            f'--http-address=127.0.0.1 --grpc-address=127.0.0.1 --http-port={self.http} '
                            f'--grpc-port={self.grpc} --allow-metrics=false "$@"\n')
         wrapper.chmod(0o755)
