@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs."""
+"""CLI: python -m perf install | run | report | inputs | load."""
 
 from __future__ import annotations
 
@@ -35,8 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     inputs.add_argument("--count", type=int, default=64)
     inputs.add_argument("--out", type=Path, default=Path("perf/inputs"))
 
+    load = commands.add_parser("load", help="sustained load on the ensemble: failures, latency, server memory")
+    load.add_argument("--model-repository", type=Path, default=Path("triton_models"))
+    load.add_argument("--model", default="minilm-intent")
+    load.add_argument("--duration-s", type=float, default=60.0,
+                      help="length of the fixed 16-token phase at --concurrency [60]")
+    load.add_argument("--soak", action="store_true", help="make that phase 10 minutes (--duration-s 600)")
+    load.add_argument("--phase-duration-s", type=float, default=60.0,
+                      help="length of the mixed-length phase and of each batch size [60]")
+    load.add_argument("--batch-sizes", type=_sizes, default=None,
+                      help="comma-separated batch sizes for the batch phase [2,8,max_batch_size]")
+    load.add_argument("--concurrency", type=int, default=16)
+    load.add_argument("--out", type=Path, default=None, help="results folder [perf/results/load-<timestamp>]")
+    load.add_argument("--http-url", "--url", dest="http_url", help="HTTP host:port of a running server")
+    load.add_argument("--grpc-url", help="gRPC host:port of a running server (preferred over HTTP)")
+    load.add_argument("--server-pid", type=int, help="pid of that server, for memory sampling "
+                      "(found from its port when it listens on this machine)")
+
     args = parser.parse_args(argv)
-    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs}[args.command]
+    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load}[args.command]
     try:
         return command(args)
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # SweepError and install errors included
@@ -78,6 +95,27 @@ def _inputs(args: argparse.Namespace) -> int:
         for kind, path in write_input_files(tokenizer, seq_len, args.count, args.out).items():
             print(f"{seq_len:>4} tokens  {kind:<8} {path}")
     return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    """Exit 1 when a request failed or memory grew too much (the reasons are printed), else 0."""
+    from perf.load import SOAK_DURATION_S, LoadOptions, load
+
+    out_dir = args.out or Path("perf/results") / datetime.now().strftime("load-%Y%m%d-%H%M%S")
+    document = load(LoadOptions(
+        model_repository=args.model_repository, out_dir=out_dir, model=args.model,
+        duration_s=SOAK_DURATION_S if args.soak else args.duration_s, phase_duration_s=args.phase_duration_s,
+        concurrency=args.concurrency, batch_sizes=args.batch_sizes, grpc_url=args.grpc_url,
+        http_url=args.http_url, server_pid=args.server_pid,
+    ))
+    return 0 if document["passed"] else 1
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 2,8,32") from None
 
 
 if __name__ == "__main__":

@@ -235,3 +235,60 @@ def write_input_files(tokenizer: Tokenizer, n_tokens: int, count: int, out_dir: 
     paths["encoder"].write_text(json.dumps(encoder_input_data(tokenize(tokenizer, texts))))
     paths["texts"].write_text(json.dumps(texts, indent=1))
     return paths
+
+
+# --- mixed lengths (python -m perf load) ----------------------------------------------------
+#
+# perf_analyzer 2.41 does not walk --input-data steps one after another across its threads.
+# Measured against this server (a whitespace-only text at one step makes that step fail):
+# with one synchronous thread per request in flight (its default), every thread starts at
+# step 0 and moves C steps on per request at concurrency C, so with N steps only the steps
+# k*C mod N are ever sent (64 texts at concurrency 16: 4 of them), and all threads send the
+# same step at about the same time. With `--async --max-threads 1` (what perf.load uses)
+# requests take the steps in turn. A prime N (> C) covers every step in both modes.
+
+def special_token_count(tokenizer: Tokenizer) -> int:
+    """Tokens the tokenizer adds to every text ([CLS] and [SEP] for BERT)."""
+    return len(tokenizer.encode("").ids)
+
+
+def prime_at_least(number: int) -> int:
+    candidate = max(number, 2)
+    while any(candidate % divisor == 0 for divisor in range(2, int(candidate ** 0.5) + 1)):
+        candidate += 1
+    return candidate
+
+
+def mixed_length_texts(tokenizer: Tokenizer, max_tokens: int, seed: int = 0) -> list[str]:
+    """Texts of every length from one word to `max_tokens` tokens (specials included), shuffled.
+
+    The shortest holds one content token; the longest fills the model's maximum exactly, so
+    nothing is truncated. Extra texts of random lengths bring the count to a prime (see the
+    note above) so perf_analyzer sends them all.
+    """
+    shortest = special_token_count(tokenizer) + 1
+    if max_tokens < shortest:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for a word beside the special tokens")
+    rng = random.Random(seed)
+    lengths = list(range(shortest, max_tokens + 1))
+    lengths += [rng.randint(shortest, max_tokens) for _ in range(prime_at_least(len(lengths)) - len(lengths))]
+    rng.shuffle(lengths)  # neighbouring requests differ in length, so dynamic batches mix them
+    texts: list[str] = []
+    for index, n_tokens in enumerate(lengths):
+        # A seed per slot: the same length twice still gives two different texts.
+        candidates = exact_length_texts(tokenizer, n_tokens, count=4, seed=seed * 10_007 + index)
+        texts.append(next((text for text in candidates if text not in texts), candidates[0]))
+    return texts
+
+
+def write_mixed_input_files(tokenizer: Tokenizer, max_tokens: int, out_dir: Path) -> dict[str, Path]:
+    """Write `ensemble-mixed-<max>.json` and `texts-mixed-<max>.json`; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = mixed_length_texts(tokenizer, max_tokens)
+    paths = {
+        "ensemble": out_dir / f"ensemble-mixed-{max_tokens}.json",
+        "texts": out_dir / f"texts-mixed-{max_tokens}.json",
+    }
+    paths["ensemble"].write_text(json.dumps(ensemble_input_data(texts)))
+    paths["texts"].write_text(json.dumps(texts, indent=1))
+    return paths
