@@ -35,6 +35,7 @@ logger = logging.getLogger("serve")
 
 PROBE_TIMEOUT_S = 2.0
 LOAD_TIMEOUT_S = 300.0       # a load answers once the model is loaded (or has failed)
+STOP_WAIT_S = 5.0
 # No proxies: the server is local, and an http_proxy in the environment must not catch it.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STUB_NAME = "triton_python_backend_stub"
@@ -186,9 +187,11 @@ class StubWatchdog:
         return self
 
     def stop(self) -> None:
+        """Stop watching. A reload in progress is not waited for long: the server is
+        usually being stopped too, and its requests then fail fast."""
         self._stopped.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=LOAD_TIMEOUT_S)
+            self._thread.join(timeout=STOP_WAIT_S)
 
     @property
     def restorations(self) -> list[Restoration]:
