@@ -10,13 +10,14 @@ See client/README.md.
 """
 from client.async_client import AsyncEncoderClient
 from client.endpoint import Endpoint, parse_endpoint
-from client.errors import (ClientError, InferenceFailed, InputRejected, ModelNotReady, RequestTimeout,
-                           ServerUnreachable)
+from client.errors import (BackendCrashed, ClientError, InferenceFailed, InputRejected, ModelNotReady,
+                           ModelUnavailable, RequestTimeout, ServerUnreachable)
 from client.model_info import ModelInfo
 from client.payload import Prediction
 from client.sync_client import EncoderClient
 
 __all__ = [
     "AsyncEncoderClient", "EncoderClient", "Endpoint", "parse_endpoint", "ModelInfo", "Prediction",
-    "ClientError", "ServerUnreachable", "ModelNotReady", "InputRejected", "RequestTimeout", "InferenceFailed",
+    "ClientError", "ServerUnreachable", "ModelNotReady", "ModelUnavailable", "InputRejected", "RequestTimeout",
+    "InferenceFailed", "BackendCrashed",
 ]

@@ -7,7 +7,7 @@ start() checks the arguments, installs the server tree if needed (serve.install)
 starts the binary (serve.process), and polls its HTTP API (serve.health) until every
 model is ready or has failed. Failures are reported in Triton's own words.
 
-While it runs, a watchdog (serve.health.StubWatchdog) reloads any model whose
+While it runs, a watchdog (serve.watchdog.StubWatchdog) reloads any model whose
 Python-backend process dies, which Triton 2.51 does not do by itself. Reloading needs
 Triton's model-repository API, so model_control="none" runs Triton in explicit mode with
 every model loaded at start (the API stays restricted to the admin key); pass
@@ -34,7 +34,8 @@ from serve.environment import (
     ADMIN_KEY_ENV, EXIT_TIMEOUT_S, ServerSettings, admin_headers, server_command, server_environment,
 )
 from serve.errors import ServerStartError
-from serve.health import HttpProbe, ModelState, Restoration, Stub, StubWatchdog, python_stubs
+from serve.health import HttpProbe, ModelState
+from serve.watchdog import Restoration, Stub, StubWatchdog, python_stubs
 from serve.install import TritonInstall, install
 from serve.logs import (
     LogFollower, dependency_failures, error_lines, last_lines, load_failures, models_still_loading,

@@ -365,7 +365,8 @@ def test_a_missing_tokenizer_file_is_named_by_python_m_serve_and_the_fused_model
             cli.wait()
     report("missing tokenizer.json, python -m serve", *[line for line in banner if "FAILED" in line or "ready" in line])
     assert f"ready     {ENCODER}, {FUSED}" in text
-    assert (f"FAILED    {TOKENIZER}: Internal: Exception: No such file or directory (os error 2) "
-            f"[at {TOKENIZER}/1/model.py:") in text
+    failed_line = next(line for line in banner if f"FAILED    {TOKENIZER}:" in line)
+    assert "FileNotFoundError: tokenizer file " in failed_line, failed_line
+    assert f"{TOKENIZER}/1/tokenizer.json is missing" in failed_line and f"[at {TOKENIZER}/1/model.py:" in failed_line
     assert f"FAILED    {ENSEMBLE}: Invalid argument: ensemble '{ENSEMBLE}' depends on '{TOKENIZER}'" in text
     assert answer == LABEL

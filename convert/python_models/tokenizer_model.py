@@ -40,6 +40,8 @@ class InvalidText(ValueError):
 
 def load_tokenizer(path: str | Path, max_length: int, pad_to_multiple_of: int | None = None) -> Tokenizer:
     """The checkpoint's tokenizer with our truncation and padding, whatever its file says."""
+    if not Path(path).is_file():  # the tokenizers library's own error does not name the file
+        raise FileNotFoundError(f"tokenizer file {path} is missing; rebuild the repository with python -m convert")
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
