@@ -1,6 +1,9 @@
 """The command line and the process environment the tritonserver binary is started with.
 
 Choices made here, and why:
+- `--model-control-mode`: what the launcher decided (serve.server): its default "none"
+  runs as explicit mode loading every model, so that the stub watchdog can reload a
+  model whose Python process died; `restore_crashed_models=False` passes "none" as is.
 - `--exit-on-error=false`: Triton would otherwise exit with only "failed to load all
   models". We let it come up, read each model's state and reason from the repository
   index, and then the launcher decides: stop and raise quoting those reasons (default)
