@@ -30,6 +30,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("triton_models"), help="model repository to write into")
     parser.add_argument("--no-tensorrt-plan", action="store_true", help="gpu target: skip the tensorrt_plan model")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="cpu encoder threads (0: all cores)")
+    parser.add_argument("--queue-delay-us", type=int, default=0,
+                        help="dynamic batching: how long a request may wait for others (default 0)")
+    parser.add_argument("--no-spin", action="store_true",
+                        help="cpu: ONNX Runtime threads sleep at once instead of spinning (frees cores, slower)")
     parser.add_argument("--if-stale", action="store_true",
                         help="skip the build when the repository already holds this exact build")
     return parser.parse_args(argv)
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         precision = args.precision or (spec.cpu_precision if args.target == "cpu" else None)
         options = BuildOptions(target=args.target, precision=precision, max_length=args.max_length,
                                max_batch_size=args.max_batch_size, out=args.out,
-                               tensorrt_plan=not args.no_tensorrt_plan, intra_op_threads=args.intra_op_threads)
+                               tensorrt_plan=not args.no_tensorrt_plan, intra_op_threads=args.intra_op_threads,
+                               queue_delay_us=args.queue_delay_us, spin=not args.no_spin)
         if args.if_stale and is_up_to_date(spec, options):
             console.print(f"{spec.name}: {args.out} is up to date (use without --if-stale to rebuild)")
             return 0

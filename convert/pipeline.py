@@ -44,7 +44,10 @@ class BuildOptions:
     out: Path = Path("triton_models")
     tensorrt_plan: bool = True            # gpu target: also build a tensorrt_plan model
     intra_op_threads: int = 0             # 0 = all cores
-    queue_delay_us: int = 100
+    # Measured on 2 cores (perf/NOTES.md): no queue delay and spinning ORT threads gave the
+    # lowest latency at concurrency 1 and no lower throughput at concurrency 8.
+    queue_delay_us: int = 0
+    spin: bool = True                     # ORT intra-op threads spin briefly before sleeping
 
     @property
     def served_precision(self) -> str:
@@ -287,6 +290,7 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
     if options.target == "cpu":
         config = tc.cpu_encoder_config(layout.encoder, layout.token_tensors, layout.encoder_outputs, batching,
                                        onnx_file="model.onnx", intra_op_threads=options.intra_op_threads,
+                                       spin=options.spin,
                                        warmup_files=warmup_files, warmup_length=warmup_length, pad_id=pad_id,
                                        row_by_row=validate.ROW_BY_ROW[options.served_precision])
         folders.append(ModelFolder(layout.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
@@ -323,7 +327,8 @@ def fused_folder(spec: ModelSpec, layout: Layout, options: BuildOptions, served_
     outputs = list(layout.ensemble_outputs.values())
     output_map = {tensor.name: graph_name for graph_name, tensor in layout.ensemble_outputs.items()}
     parameters = {"max_length": options.max_length, "onnx_file": "model.onnx", "pad_id": pad_id,
-                  "intra_op_threads": options.intra_op_threads, "output_map": json.dumps(output_map),
+                  "intra_op_threads": options.intra_op_threads, "spin": int(options.spin),
+                  "output_map": json.dumps(output_map),
                   "row_by_row": int(validate.ROW_BY_ROW[options.served_precision]),
                   "task": spec.task, "target": options.target, "precision": options.served_precision}
     config = tc.text_model_config(layout.fused, outputs, tc.Batching(options.max_batch_size, options.queue_delay_us),

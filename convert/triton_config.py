@@ -78,7 +78,7 @@ def tokenizer_config(name: str, outputs: list[Tensor], batching: Batching, *, ma
 
 
 def cpu_encoder_config(name: str, inputs: list[Tensor], outputs: list[Tensor], batching: Batching, *,
-                       onnx_file: str, intra_op_threads: int, warmup_files: dict[str, str],
+                       onnx_file: str, intra_op_threads: int, spin: bool, warmup_files: dict[str, str],
                        warmup_length: int, pad_id: int = 0, row_by_row: bool = False,
                        instances: int = 1) -> mc.ModelConfig:
     """ONNX Runtime inside a Python-backend model: the CPU Triton build has no ORT backend.
@@ -87,8 +87,8 @@ def cpu_encoder_config(name: str, inputs: list[Tensor], outputs: list[Tensor], b
     _io(config, inputs, outputs, ragged=True)
     _batching(config, batching)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
-    _parameters(config, {"onnx_file": onnx_file, "intra_op_threads": intra_op_threads, "pad_id": pad_id,
-                         "row_by_row": int(row_by_row)})
+    _parameters(config, {"onnx_file": onnx_file, "intra_op_threads": intra_op_threads, "spin": int(spin),
+                         "pad_id": pad_id, "row_by_row": int(row_by_row)})
     _warmup(config, inputs, warmup_files, {t.name: (warmup_length,) for t in inputs})
     return config
 

@@ -44,7 +44,8 @@ def test_cpu_encoder_config_allows_ragged_batches_and_carries_parameters(tmp_pat
     inputs = [tc.Tensor("input_ids", tc.INT64, (-1,)), tc.Tensor("attention_mask", tc.INT64, (-1,))]
     outputs = [tc.Tensor("probabilities", tc.FP32, (4,), "labels.txt"), tc.Tensor("label", tc.STRING, (1,))]
     config = tc.cpu_encoder_config("m-encoder", inputs, outputs, tc.Batching(8, 250), onnx_file="model.onnx",
-                                   intra_op_threads=2, warmup_files={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                                   intra_op_threads=2, spin=True,
+                                   warmup_files={"input_ids": "input_ids", "attention_mask": "attention_mask"},
                                    warmup_length=9, row_by_row=True)
     tc.write_config(config, tmp_path)
     parsed = tc.read_config(tmp_path)
@@ -52,7 +53,7 @@ def test_cpu_encoder_config_allows_ragged_batches_and_carries_parameters(tmp_pat
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 250
     assert parsed.output[0].label_filename == "labels.txt"
     assert {k: v.string_value for k, v in parsed.parameters.items()} == {
-        "onnx_file": "model.onnx", "intra_op_threads": "2", "pad_id": "0", "row_by_row": "1"}
+        "onnx_file": "model.onnx", "intra_op_threads": "2", "spin": "1", "pad_id": "0", "row_by_row": "1"}
     assert list(parsed.model_warmup[0].inputs["input_ids"].dims) == [9]
 
 

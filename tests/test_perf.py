@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
+from convert.triton_config import read_config
 from perf import analyzer, inputs, install, sweeps
 from perf.models import copy_without_dynamic_batching, resolve_model
 
@@ -173,3 +174,17 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
 def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="python -m convert"):
         resolve_model(tmp_path / "nowhere", "minilm-intent")
+
+
+def test_settings_ab_variants_edit_only_the_encoder_and_fused_configs(intent_repository, tmp_path):
+    from perf.settings_ab import variant_repository
+
+    copy = variant_repository(intent_repository, tmp_path / "repo", "minilm-intent",
+                              {"queue": 0, "intra_op_threads": "1", "spin": "1", "instances": 2})
+    for model in ("minilm-intent-encoder", "minilm-intent-fused"):
+        config = read_config(copy / model)
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
+        assert config.instance_group[0].count == 2
+        assert config.parameters["intra_op_threads"].string_value == "1"
+        assert config.parameters["spin"].string_value == "1"
+    assert read_config(copy / "minilm-intent-tokenizer") == read_config(intent_repository / "minilm-intent-tokenizer")

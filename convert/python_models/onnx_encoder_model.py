@@ -32,8 +32,10 @@ def make_session(model_path: str | Path, intra_op_threads: int, spin: bool = Fal
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning threads answer a few microseconds sooner but burn the cores that the
-    # server, the tokenizer and the other requests need between runs.
+    # Spinning: a worker thread busy-waits a moment for the next parallel section instead of
+    # sleeping. On 2 shared cores it still measured faster in the server (perf/NOTES.md:
+    # p50 at 16 tokens -3 to -11%, throughput at concurrency 8 +5 to +12%); the build's
+    # --no-spin turns it off where cores are scarcer than latency matters.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
