@@ -16,6 +16,7 @@ PACKAGES = ("onnxruntime", "onnxruntime-gpu", "torch", "transformers", "tokenize
 def describe_machine() -> dict:
     return {
         "cpu_model": _cpu_model(),
+        "cpu_int8": _int8_instructions(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "memory_gib": _memory_gib(),
@@ -29,7 +30,8 @@ def describe_machine() -> dict:
 def one_line(machine: dict) -> str:
     """'AMD EPYC, 2 cores, no GPU' for report headers."""
     gpus = ", ".join(gpu["name"] for gpu in machine.get("gpus", [])) or "no GPU"
-    return f"{machine.get('cpu_model', '?')}, {machine.get('cpus_usable', '?')} cores, {gpus}"
+    int8 = f" ({machine['cpu_int8']})" if machine.get("cpu_int8") else ""
+    return f"{machine.get('cpu_model', '?')}{int8}, {machine.get('cpus_usable', '?')} cores, {gpus}"
 
 
 def _cpu_model() -> str:
@@ -39,6 +41,20 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+# The instructions ONNX Runtime's INT8 kernels use, best first: which one a CPU has decides
+# how fast INT8 runs and how much of a model can be INT8 (convert/optimize.py INT8_SCHEMES).
+_INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "avx2")
+
+
+def _int8_instructions() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return next((flag for flag in _INT8_FLAGS if flag in flags), "no AVX2")
 
 
 def _memory_gib() -> float | None:

@@ -101,7 +101,10 @@ def _prepare_inputs(sweep: Sweep, model: ModelFiles, inputs_dir: Path) -> tuple[
     tokenizer = inputs.load_tokenizer(model.tokenizer_json)
     texts, files = {}, {}
     for seq_len in sorted({spec.seq_len for spec in sweep.runs}):
-        files[seq_len] = inputs.write_input_files(tokenizer, seq_len, sweep.measurement.texts_per_length, inputs_dir)
+        # A prime count: perf_analyzer's C synchronous threads each step through the texts C
+        # apart, so with a count divisible by C only count/C distinct texts would ever be sent.
+        count = inputs.prime_at_least(sweep.measurement.texts_per_length)
+        files[seq_len] = inputs.write_input_files(tokenizer, seq_len, count, inputs_dir)
         texts[seq_len] = json.loads(files[seq_len]["texts"].read_text())
     return texts, files
 
