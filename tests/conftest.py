@@ -6,11 +6,13 @@ Building minilm-intent (export, fusions, INT8, validation) takes a minute or two
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -79,6 +81,36 @@ def embed_server(embed_repository):
 
     with LocalTritonServer(embed_repository) as server:
         yield server
+
+
+@contextlib.contextmanager
+def serve_cli(*args: str) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """`python -m serve ARGS` on free ports, as a user runs it: yields the process and the
+    banner it printed up to "Ctrl-C to stop" (all of it if it exited first); killed at the end
+    if still running."""
+    command = [sys.executable, "-m", "serve", *args, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    cli = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = []
+        for line in cli.stdout:   # ends if the CLI exits, so a failed start cannot hang here
+            banner.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C to stop"):
+                break
+        yield cli, banner
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+def wait_for(condition, timeout_s: float = 30.0) -> bool:
+    """Poll `condition` until true or the timeout; a wait bound, not a speed assertion."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def model_statistics(server, model: str) -> dict[str, int]:

@@ -15,8 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,9 +28,8 @@ from client import AsyncEncoderClient, ClientError, EncoderClient, ModelNotReady
 from client.errors import BackendCrashed, ModelUnavailable
 from serve import LocalTritonServer
 from serve.ports import free_port
-from tests.conftest import PROTOCOLS, url
+from tests.conftest import PROTOCOLS, serve_cli, url, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 ENSEMBLE = "minilm-intent"
 ENCODER = "minilm-intent-encoder"
 TOKENIZER = "minilm-intent-tokenizer"
@@ -142,15 +139,6 @@ class AsyncDriver:
 def first_answer_after(load: Load, client: str, moment: float) -> float | None:
     """When the first request `client` sent after `moment` was answered, or None."""
     return min((o.finished for o in load.of(client) if o.error is None and o.started > moment), default=None)
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def copy_repository(source: Path, destination: Path) -> Path:
@@ -343,15 +331,7 @@ def test_a_missing_tokenizer_file_is_named_by_python_m_serve_and_the_fused_model
                                                                                          tmp_path):
     repository = copy_repository(intent_repository, tmp_path / "models")
     (repository / TOKENIZER / "1" / "tokenizer.json").unlink()
-    command = [sys.executable, "-m", "serve", "--model-repository", str(repository), "--allow-load-failures",
-               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    cli = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        banner = []
-        for line in cli.stdout:   # ends if the CLI exits, so a failed start cannot hang here
-            banner.append(line.rstrip("\n"))
-            if line.startswith("Ctrl-C to stop"):
-                break
+    with serve_cli("--model-repository", str(repository), "--allow-load-failures") as (cli, banner):
         text = "\n".join(banner)
         assert "Ctrl-C to stop" in text, text + cli.stderr.read()
         grpc_address = next(line.split()[1] for line in banner if line.strip().startswith("gRPC"))
@@ -359,10 +339,6 @@ def test_a_missing_tokenizer_file_is_named_by_python_m_serve_and_the_fused_model
             answer = fused.classify([TEXT])[0].label
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=60) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
     report("missing tokenizer.json, python -m serve", *[line for line in banner if "FAILED" in line or "ready" in line])
     assert f"ready     {ENCODER}, {FUSED}" in text
     failed_line = next(line for line in banner if f"FAILED    {TOKENIZER}:" in line)

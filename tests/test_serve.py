@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from serve import LocalTritonServer, ServerStartError, install
 from serve.logs import load_failures, read_log
+from tests.conftest import serve_cli, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,16 +120,6 @@ def stub_shm_regions(repository: Path) -> list[Path]:
         if argv[0].endswith(b"triton_python_backend_stub"):
             regions.append(Path("/dev/shm") / argv[2].decode())
     return regions
-
-
-def wait_for(condition, timeout_s: float = 30.0) -> bool:
-    """Poll `condition` until true or the timeout; a wait bound, not a speed assertion."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def client_for(server: LocalTritonServer, protocol: str):
@@ -340,23 +330,11 @@ def test_install_copies_the_tree_once(tmp_path: Path) -> None:
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     add_add_one(repository)
-    command = [sys.executable, "-m", "serve", "--model-repository", str(repository),
-               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    cli = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        banner = []
-        for line in cli.stdout:  # ends when the CLI exits, so a failed start cannot hang here
-            banner.append(line)
-            if line.startswith("Ctrl-C to stop"):
-                break
-        banner_text = "".join(banner)
+    with serve_cli("--model-repository", str(repository)) as (cli, banner):
+        banner_text = "\n".join(banner)
         assert "ready     add_one" in banner_text, banner_text + cli.stderr.read()
         http_url = next(line.split()[1] for line in banner if line.strip().startswith("HTTP"))
         assert httpclient.InferenceServerClient(http_url).is_model_ready("add_one")
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=60) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
     assert processes_mentioning(str(repository)) == []
