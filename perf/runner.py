@@ -257,7 +257,8 @@ def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path) -> Itera
             repository = copy_without_dynamic_batching(repository, scratch / "repository")
         log_file = out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log"
         console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
-        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file))
+        # Shared-memory runs register regions, and perf_analyzer cannot send the admin key over gRPC.
+        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True))
         yield {"grpc": server.grpc_url, "http": server.http_url}
 
 

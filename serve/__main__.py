@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-restore", dest="restore", action="store_false",
                         help="do not reload a model whose Python-backend process dies (Triton 2.51 does not "
                              "restart it; with this flag, 'none' model control is Triton's own)")
+    parser.add_argument("--open-shared-memory-api", action="store_true",
+                        help="let clients register shared memory without the admin key (perf_analyzer over gRPC)")
     parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT_S, metavar="SECONDS")
     parser.add_argument("--log-file", type=Path, help="server log (default: a new file in the temp folder)")
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose level (0 = off)")
@@ -76,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         model_control=args.model_control, load_models=args.load_model, log_file=args.log_file,
         log_verbose=args.log_verbose, allow_load_failures=args.allow_load_failures,
         startup_timeout_s=args.startup_timeout, stream_log=args.verbose, restore_crashed_models=args.restore,
+        open_shared_memory_api=args.open_shared_memory_api,
     )
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C even when started in the background, where the shell set SIGINT to "ignore".

@@ -44,6 +44,11 @@ from typing import Mapping
 from serve.install import TritonInstall, wheel_libraries
 
 RESTRICTED_APIS = ("model-repository", "logging", "trace")  # the same as docker-compose.yml
+# Also restricted locally unless asked otherwise: registering a shared-memory region lets a
+# client have Triton read and write any /dev/shm object it names, another server's Python
+# backend regions included. perf_analyzer 2.41 cannot send the key over gRPC, so perf's own
+# servers open it (LocalTritonServer(open_shared_memory_api=True)).
+SHARED_MEMORY_API = "shared-memory"
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_HTTP_HEADER = "triton-admin-key"
 # Triton checks gRPC metadata under the header name prefixed with "triton-grpc-protocol-".
@@ -68,13 +73,15 @@ class ServerSettings:
     load_models: tuple[str, ...]
     admin_key: str
     shm_prefix: str
+    restrict_shared_memory: bool = True
     log_verbose: int = 0
     extra_args: tuple[str, ...] = ()
 
 
 def server_command(settings: ServerSettings, installed: TritonInstall) -> list[str]:
     """argv for tritonserver; logs go to stdout/stderr, which the launcher sends to a file."""
-    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HTTP_HEADER}={settings.admin_key}"
+    apis = RESTRICTED_APIS + ((SHARED_MEMORY_API,) if settings.restrict_shared_memory else ())
+    restriction = f"{','.join(apis)}:{ADMIN_HTTP_HEADER}={settings.admin_key}"
     command = [
         str(installed.binary),
         f"--model-repository={settings.model_repository}",

@@ -74,6 +74,7 @@ class LocalTritonServer:
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         stream_log: bool = False,            # copy the server's log to stderr as it is written
         restore_crashed_models: bool = True,  # reload a model whose Python-backend process died
+        open_shared_memory_api: bool = False,  # True: shared-memory registration without the admin key
         extra_args: Iterable[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).expanduser().resolve()
@@ -86,6 +87,7 @@ class LocalTritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.stream_log = stream_log
         self.restore_crashed_models = restore_crashed_models
+        self.open_shared_memory_api = open_shared_memory_api
         self.extra_args = tuple(extra_args)
         self._requested_admin_key = admin_key or os.environ.get(ADMIN_KEY_ENV) or None
         self.log_path: Path | None = Path(log_file).expanduser().resolve() if log_file else None
@@ -253,6 +255,7 @@ class LocalTritonServer:
             load_models=load_models,
             admin_key=self._requested_admin_key or secrets.token_urlsafe(32),
             shm_prefix=f"triton_encoders_{os.getpid()}_{secrets.token_hex(4)}_",
+            restrict_shared_memory=not self.open_shared_memory_api,
             log_verbose=self.log_verbose,
             extra_args=self.extra_args,
         )

@@ -70,6 +70,21 @@ def test_load_and_unload_without_the_key_are_refused_while_inference_works(inten
         assert classify(client, module, KNOWN) == label_before == "car_rental"
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_shared_memory_registration_without_the_key_is_refused(intent_server, protocol):
+    """Registering names a /dev/shm object for Triton to read and write: the key is needed
+    (perf's own servers open it, as perf_analyzer cannot send the key over gRPC)."""
+    client, module = raw_client(intent_server, protocol)
+    header = ADMIN_GRPC_HEADER if protocol == "grpc" else ADMIN_HTTP_HEADER
+    with client:
+        with pytest.raises(InferenceServerException) as refused:
+            client.register_system_shared_memory("probe", "/not-registered-by-this-test", 64)
+        assert "restricted" in refused.value.message() and header in refused.value.message()
+        status = client.get_system_shared_memory_status(headers={header: intent_server.admin_key})
+        assert "probe" not in str(status)
+        assert classify(client, module, KNOWN) == "car_rental"
+
+
 # ----------------------------------------------------------------- 2. loopback only by default
 
 def listening_sockets(pid: int) -> list[tuple[str, int]]:
