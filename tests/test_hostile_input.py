@@ -56,7 +56,11 @@ KNOWN = "Hey, I'd like to rent a vehicle from Nov 1st to Nov 15th in Paris and I
 TIMEOUT_S = 60.0           # no answer within this is a hang; megabyte requests take well under 1 s
 # Per property: 4 x 200 take about 30 s on 2 busy cores. Raise it for a deeper search.
 EXAMPLES = int(os.environ.get("TRITON_ENCODERS_HOSTILE_EXAMPLES", "200"))
+# The default run (CI) draws the same cases every time, so a failure reproduces; setting
+# TRITON_ENCODERS_HOSTILE_EXAMPLES searches afresh (print_blob shows how to replay a find).
+DERANDOMIZE = "TRITON_ENCODERS_HOSTILE_EXAMPLES" not in os.environ
 HOSTILE = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,  # no .hypothesis/ in the tree
+                   derandomize=DERANDOMIZE,
                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
 GRPC_CLIENT_ERRORS = ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND")   # NOT_FOUND: unknown model
