@@ -115,12 +115,15 @@ CMD ["python3", "-m", "convert", "minilm-intent", "--target", "gpu", "--out", "/
 # ---------------------------------------------------------------- triton: the server (default target)
 FROM serving-runtime AS triton
 
+COPY serve/healthcheck.py /opt/triton-encoders/healthcheck.py
 USER 1000:1000
 EXPOSE 8000 8001 8002
 
-# Ready means every model loaded and warmed up; TensorRT engines are built during that warm-up.
+# Healthy means ready (every model loaded and warmed up; TensorRT engines are built during
+# that warm-up) AND the default model answering a real request: a dead Python-backend stub
+# leaves its model READY but failing, which only an inference shows.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=3)"]
+    CMD ["python3", "/opt/triton-encoders/healthcheck.py"]
 
 # The model-repository control API (and the logging and trace settings) need the key in
 # TRITON_ADMIN_KEY: `docker run -e TRITON_ADMIN_KEY=...`. docker-compose.yml makes a random one.

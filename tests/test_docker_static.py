@@ -265,7 +265,9 @@ def test_server_ports_shared_memory_ulimits_and_healthcheck(compose):
     assert triton["shm_size"]
     assert triton["ulimits"]["memlock"] == -1 and triton["ulimits"]["stack"] == 67108864
     health = triton["healthcheck"]
-    assert health["test"][0] == "CMD" and any("/v2/health/ready" in part for part in health["test"])
+    # The script the serving image copies in (tests/test_faults.py runs it against a real server).
+    assert health["test"][:3] == ["CMD", "python3", "/opt/triton-encoders/healthcheck.py"]
+    assert "minilm-intent" in health["test"]
     assert health["start_period"], "TensorRT engines build during warm-up: the first check must wait"
 
 

@@ -15,6 +15,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ FUSED = "minilm-intent-fused"
 TEXT = ("Hey, I'd like to rent a vehicle from Nov 1st to Nov 15th in Paris and I need a 15 passenger van")
 LABEL = "car_rental"
 REQUEST_TIMEOUT_S = 10.0
+HEALTHCHECK = Path(__file__).resolve().parents[1] / "serve" / "healthcheck.py"
 HANG_S = 60.0          # a request still running after this long is a hang, whatever its timeout says
 
 
@@ -196,10 +199,20 @@ def test_a_killed_python_backend_process_is_restored_while_requests_retry_throug
     assert all(o.error is None for o in load.outcomes if o.started > restoration.noticed_at + restoration.seconds)
 
 
+def container_healthcheck(server: LocalTritonServer, model: str) -> subprocess.CompletedProcess:
+    """serve/healthcheck.py run as a plain script, as the serving image's HEALTHCHECK runs it."""
+    return subprocess.run([sys.executable, str(HEALTHCHECK), "--url", f"http://{server.http_url}", "--model", model],
+                          capture_output=True, text=True, timeout=30, cwd="/")
+
+
 def test_without_the_watchdog_triton_leaves_the_model_down_and_the_client_says_why(intent_repository):
-    """Triton 2.51 alone: the model stays READY, every request fails with the dead stub's name."""
+    """Triton 2.51 alone: the model stays READY, every request fails with the dead stub's name;
+    the container healthcheck (an inference, not /v2/health/ready) is the one check that sees it."""
     with LocalTritonServer(intent_repository, restore_crashed_models=False) as server:
+        healthy = container_healthcheck(server, ENSEMBLE)
+        unknown = container_healthcheck(server, "no-such-model")
         os.kill(server.python_stubs()[f"{ENCODER}_0_0"].pid, signal.SIGKILL)
+        after_kill = container_healthcheck(server, ENSEMBLE)
         with EncoderClient(url(server, "grpc"), retries=1, timeout_s=REQUEST_TIMEOUT_S) as client, \
                 EncoderClient(url(server, "http"), model=FUSED, timeout_s=REQUEST_TIMEOUT_S) as fused:
             for _ in range(2):  # still down a few seconds later: nothing restarts it
@@ -213,7 +226,10 @@ def test_without_the_watchdog_triton_leaves_the_model_down_and_the_client_says_w
         assert f"{ENCODER}_0_0" not in server.python_stubs()
         assert server.restorations == []
     message = str(raised.value)
-    report("stub killed, no watchdog", message)
+    report("stub killed, no watchdog", message, "healthcheck: " + after_kill.stderr.strip())
+    assert healthy.returncode == 0 and f"healthy: {ENSEMBLE} answers" in healthy.stdout
+    assert unknown.returncode == 1 and "no-such-model" in unknown.stderr, unknown.stderr
+    assert after_kill.returncode == 1 and f"Stub process '{ENCODER}_0_0' is not healthy" in after_kill.stderr
     assert f"Stub process '{ENCODER}_0_0' is not healthy" in message and "gave up after 2 attempts" in message
 
 
