@@ -456,16 +456,21 @@ def json_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list[str]]:
     return body, headers, texts, twists
 
 
+def post_and_check(property_name: str, clients, served, model: str, body: bytes, headers: dict,
+                   texts: list[bytes], twists: list[str]) -> None:
+    """POST one hand-made body; check the answer (exactly, when nothing was twisted) and count it."""
+    response = clients["httpx"].post(f"/v2/models/{model}/infer", content=body, headers=headers)
+    outcome = check_http_response(response, served["labels"])
+    if not twists:
+        check_untwisted(outcome, texts, served["max_batch"])
+    count(property_name, outcome)
+
+
 def test_malformed_json_requests_are_refused_or_answered(intent_server, served, clients, record_testsuite_property):
     @HOSTILE
     @given(model=st.sampled_from(MODELS), request=json_bodies())
     def json_requests(model, request):
-        body, headers, texts, twists = request
-        response = clients["httpx"].post(f"/v2/models/{model}/infer", content=body, headers=headers)
-        outcome = check_http_response(response, served["labels"])
-        if not twists:
-            check_untwisted(outcome, texts, served["max_batch"])
-        count(PROPERTY_JSON, outcome)
+        post_and_check(PROPERTY_JSON, clients, served, model, *request)
 
     json_requests()
     finish(PROPERTY_JSON, record_testsuite_property, intent_server, served)
@@ -515,11 +520,7 @@ def test_malformed_binary_tensor_requests_are_refused_or_answered(intent_server,
     def binary_requests(model, request):
         body, headers, texts, twists = request
         headers = {key: value.encode() for key, value in headers.items()}   # as bytes: non-ASCII too
-        response = clients["httpx"].post(f"/v2/models/{model}/infer", content=body, headers=headers)
-        outcome = check_http_response(response, served["labels"])
-        if not twists:
-            check_untwisted(outcome, texts, served["max_batch"])
-        count(PROPERTY_BINARY, outcome)
+        post_and_check(PROPERTY_BINARY, clients, served, model, body, headers, texts, twists)
 
     binary_requests()
     finish(PROPERTY_BINARY, record_testsuite_property, intent_server, served)
