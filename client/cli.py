@@ -42,7 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--embed", action="store_true", help="require an embedding model (default: by its task)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="attempts after the first when the server is unreachable, a model is being reloaded or its crashed process restored")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                        help="attempts after the first when the server is unreachable, a model is being "
+                             "reloaded or its crashed process restored")
     return parser.parse_args(argv)
 
 

@@ -100,7 +100,7 @@ class Int8Scheme:
 
 # Why more than one: CPUs without AVX-512 VNNI / AVX-VNNI compute U8S8 products with
 # VPMADDUBSW, whose 16-bit sums saturate, and the lost precision flips low-margin
-# classifications (MiniLM-intent on an AVX2-only EPYC: top-1 agreement 0.972 for "all",
+# classifications (MiniLM-intent on an AVX2-only EPYC: top-1 agreement 0.967 for "all",
 # 0.986 for "encoder", 0.991 for "feed-forward"; see perf/NOTES.md). The feed-forward
 # MatMuls hold two thirds of the encoder's multiply-adds, so that scheme keeps most of the gain.
 INT8_SCHEMES = (

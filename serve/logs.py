@@ -18,8 +18,8 @@ _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<r
 # An ensemble is never loaded when a model it needs failed; Triton says why only in its log:
 #   E... model_repository_manager.cc:703] "Invalid argument: ensemble 'x' depends on 'y'
 #   which has no loaded version. Model 'y' loading failed with error: ...;"
-_FAILED_DEPENDENCY = re.compile(r"\] \"(?P<reason>(?:[\w ]+: )?ensemble '(?P<model>[^']+)' depends on '[^']+' "
-                                r"which has no loaded version.*?);?\"?\s*$")
+_DEPENDS_ON = r"ensemble '(?P<model>[^']+)' depends on '[^']+' which has no loaded version"
+_FAILED_DEPENDENCY = re.compile(r"\] \"(?P<reason>(?:[\w ]+: )?" + _DEPENDS_ON + r".*?);?\"?\s*$")
 # A Python-backend reason ends with its traceback, innermost frame first:
 #   "At:\n  /path/model.py(32): load_tokenizer\n  /path/model.py(79): initialize"
 _FRAME = re.compile(r"^\s+(?P<path>/\S+\.py)\((?P<line>\d+)\): (?P<function>\S+)\s*$")
@@ -81,7 +81,7 @@ def reason_summary(reason: str) -> str:
             [at minilm-intent-tokenizer/1/model.py:32 in load_tokenizer]    (on one line)"""
     lines = reason.strip().splitlines()
     first = lines[0] if lines else "(no reason given)"
-    if _FAILED_DEPENDENCY.search(f'] "{first}'):  # the model it names has its own line, with its reason
+    if re.search(_DEPENDS_ON, first):  # the model it names has its own line, with its reason
         return first.split(" Model '", 1)[0]
     for line in lines[1:]:
         frame = _FRAME.match(line)

@@ -127,7 +127,8 @@ class StubWatchdog:
     def _restore_crashed(self, gone: list[Stub]) -> None:
         index = self._probe.repository_index()
         ready = {model.name for model in index if model.state == "READY"}
-        for stub in gone:
+        one_per_model = {stub.model: stub for stub in gone}.values()   # one reload restarts every instance
+        for stub in one_per_model:
             if stub.model in ready and not self._stopped.is_set() and self._may_restore(stub):
                 self._restore(stub, ready)
 

@@ -114,22 +114,8 @@ def wait_for(condition, timeout_s: float = 30.0) -> bool:
 
 
 def model_statistics(server, model: str) -> dict[str, int]:
-    """Triton's own counts for one model: successful and failed requests, executions.
+    """Triton's own counts for one model (success, fail, inferences, executions), read as the
+    load benchmark reads them: until two reads agree, as Triton updates them just after it answers."""
+    from perf.load import Server, server_counts
 
-    Triton updates them just after it answers, so read until two reads 0.1 s apart agree."""
-    import tritonclient.grpc as grpc_client
-
-    def read() -> dict[str, int]:
-        with grpc_client.InferenceServerClient(server.grpc_url) as raw:
-            stats = raw.get_inference_statistics(model, as_json=True)["model_stats"][0]
-        counts = {key: int(stats["inference_stats"][key].get("count", 0)) for key in ("success", "fail")}
-        return counts | {"executions": int(stats.get("execution_count", 0))}
-
-    previous = read()
-    for _ in range(50):
-        time.sleep(0.1)
-        current = read()
-        if current == previous:
-            return current
-        previous = current
-    return previous
+    return server_counts(Server(server.grpc_url, None, server.pid, started_here=False), [model])[model]
