@@ -14,7 +14,8 @@ from typing import Any
 from perf.machine import one_line
 from perf.results import load_results
 
-RUNTIME_ORDER = ["onnxruntime", "pytorch", "fastapi", "triton-ensemble", "triton-fused", "triton-encoder"]
+RUNTIME_ORDER = ["onnxruntime", "pytorch", "fastapi", "triton-ensemble", "triton-fused", "triton-encoder",
+                 "triton-echo"]
 RUNTIME_LABELS = {
     "onnxruntime": "ONNX Runtime in-process (floor)",
     "pytorch": "PyTorch (transformers)",
@@ -22,6 +23,7 @@ RUNTIME_LABELS = {
     "triton-ensemble": "Triton ensemble",
     "triton-fused": "Triton fused model",
     "triton-encoder": "Triton encoder only",
+    "triton-echo": "Triton Python-backend hop, no work (echo)",
 }
 
 
@@ -64,6 +66,12 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
     targets = targets_table(document["runs"])
     if targets:
         lines += ["", "## The issue's targets (gRPC, batch 1, dynamic batching on)", "", targets]
+    breakdown = time_breakdown_table(document["runs"])
+    if breakdown:
+        lines += ["", "## Where the time goes (p50 ms, gRPC, batch 1, concurrency 1)", "",
+                  "`echo` is a Python-backend model that does no work: one hop's cost. The fused model",
+                  "is one hop around tokenization + ONNX Runtime (the floor's work); the ensemble adds the",
+                  "tokenizer model's hop and the ensemble scheduler.", "", breakdown]
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if failures:
         lines += ["", "## Runs without a result", ""]
@@ -139,6 +147,24 @@ def _target_rows(runs: list[dict[str, Any]], runtime: str, label: str) -> list[t
     return rows
 
 
+def time_breakdown_table(runs: list[dict[str, Any]]) -> str:
+    """Per sequence length: the floor, one empty hop, and what the fused model and the ensemble add."""
+    lines = []
+    for seq_len in sorted({run["seq_len"] for run in runs if run.get("status") == "ok"}):
+        found = {runtime: _find(runs, runtime, seq_len, 1, None if runtime == "onnxruntime" else "grpc")
+                 for runtime in ("onnxruntime", "triton-echo", "triton-fused", "triton-ensemble")}
+        if any(run is None for run in found.values()):
+            continue
+        floor, echo, fused, ensemble = (found[r]["p50_ms"] for r in found)
+        lines.append(f"| {seq_len} | {floor:.2f} | {echo:.2f} | {fused:.2f} | {fused - floor:+.2f} "
+                     f"| {ensemble:.2f} | {ensemble - fused:+.2f} |")
+    if not lines:
+        return ""
+    header = ["| tokens | in-process floor | echo (one hop) | fused model | fused - floor | ensemble "
+              "| ensemble - fused |", "|" + "---|" * 7]
+    return "\n".join(header + lines)
+
+
 def _reference(runs: list[dict[str, Any]], runtime: str, run: dict[str, Any]) -> float | None:
     for candidate in runs:
         if (candidate["runtime"] == runtime and candidate["seq_len"] == run["seq_len"]
@@ -184,7 +210,8 @@ def _series_label(run: dict[str, Any]) -> str:
 
 # One colour per runtime in every plot, so a reader can match bars to curves.
 COLOURS = {"onnxruntime": "#4c72b0", "pytorch": "#dd8452", "fastapi": "#55a868",
-           "triton-ensemble": "#c44e52", "triton-fused": "#937860", "triton-encoder": "#8172b3"}
+           "triton-ensemble": "#c44e52", "triton-fused": "#937860", "triton-encoder": "#8172b3",
+           "triton-echo": "#8c8c8c"}
 
 
 def _pyplot():

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from perf import analyzer, baselines, inputs
+from perf.echo import ECHO_MODEL, write_echo_repository
 from perf.fastapi_server import fastapi_server
 from perf.install import perf_analyzer_command, perf_analyzer_version
 from perf.machine import describe_machine
@@ -226,9 +227,11 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
                     status="skipped"))
             continue
         describe(specs[0])
+        echo_batch = (model.manifest_entry.get("max_batch_size", 32)
+                      if any(s.runtime == "triton-echo" for s in specs) else None)
         with contextlib.ExitStack() as stack:
             try:
-                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir))
+                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir, echo_batch))
             except Exception as error:
                 for spec in specs:
                     record(spec, failure("perf_analyzer", error))
@@ -240,10 +243,12 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
 
 
 @contextlib.contextmanager
-def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path) -> Iterator[dict[str, str | None]]:
-    """{"grpc": url, "http": url}: the given server, or a local one for this variant."""
+def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
+                      echo_batch: int | None = None) -> Iterator[dict[str, Any]]:
+    """{"grpc": url, "http": url, "echo": bool}: the given server, or a local one for this
+    variant, serving perf-echo beside the repository when echo_batch is set."""
     if options.http_url or options.grpc_url:
-        yield {"grpc": options.grpc_url, "http": options.http_url}
+        yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False}
         return
     try:
         from serve import LocalTritonServer
@@ -255,11 +260,17 @@ def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path) -> Itera
         if variant == "off":
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-nodb-")))
             repository = copy_without_dynamic_batching(repository, scratch / "repository")
+        extra_args = []
+        if echo_batch:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-echo-")))
+            echo = write_echo_repository(scratch, echo_batch, dynamic_batching=variant == "on")
+            extra_args.append(f"--model-repository={echo}")
         log_file = out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log"
         console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
         # Shared-memory runs register regions, and perf_analyzer cannot send the admin key over gRPC.
-        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True))
-        yield {"grpc": server.grpc_url, "http": server.http_url}
+        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True,
+                                                       extra_args=extra_args))
+        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": bool(echo_batch)}
 
 
 def _server_metadata(endpoints: dict[str, str | None]) -> dict[str, Any]:
@@ -286,11 +297,15 @@ def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_fil
         return failure("perf_analyzer", RuntimeError(
             f"{spec.shared_memory} shared memory needs the server on this host, not {url}"), status="skipped")
     model_name = {"triton-ensemble": model.ensemble, "triton-fused": model.fused,
-                  "triton-encoder": model.encoder}[spec.runtime]
+                  "triton-encoder": model.encoder, "triton-echo": ECHO_MODEL}[spec.runtime]
+    if spec.runtime == "triton-echo" and not endpoints.get("echo"):
+        return failure("perf_analyzer", RuntimeError(
+            f"{ECHO_MODEL} is served only by the runner's own server (not with --http-url/--grpc-url)"),
+            status="skipped")
     if model_name is None:
         return failure("perf_analyzer", RuntimeError(f"{model.name} has no fused model in this repository "
                                                      "(CPU builds of convert add <name>-fused)"), status="skipped")
-    takes_text = spec.runtime != "triton-encoder"  # the encoder alone takes token tensors
+    takes_text = spec.runtime != "triton-encoder"  # the encoder alone takes token tensors; echo takes text
     input_data = input_files[spec.seq_len]["ensemble" if takes_text else "encoder"]
     csv_path = out_dir / "raw" / f"{spec.key}.csv"
     argv0, _ = perf_analyzer_command()

@@ -16,7 +16,8 @@ import yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
-TRITON_RUNTIMES = ("triton-ensemble", "triton-fused", "triton-encoder")
+# triton-echo: a Python-backend model that does no work (perf/echo.py), the cost of one hop.
+TRITON_RUNTIMES = ("triton-ensemble", "triton-fused", "triton-encoder", "triton-echo")
 INPROCESS_RUNTIMES = ("onnxruntime", "pytorch")
 HTTP_RUNTIMES = ("fastapi",)
 RUNTIMES = TRITON_RUNTIMES + INPROCESS_RUNTIMES + HTTP_RUNTIMES

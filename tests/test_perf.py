@@ -138,13 +138,14 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
             {"runtime": ["onnxruntime", "pytorch", "fastapi"], "seq_len": 16},
             {"runtime": "triton-ensemble", "protocol": "grpc", "seq_len": 16, "concurrency": [1, 2]},
             {"runtime": "triton-encoder", "protocol": "http", "seq_len": 16},
+            {"runtime": "triton-echo", "protocol": "grpc", "seq_len": 16},
         ],
     }))
     out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results"))
 
     document = json.loads((out / "results.json").read_text())
     runs = {(r["runtime"], r["protocol"], r["concurrency"]): r for r in document["runs"]}
-    assert len(runs) == 6
+    assert len(runs) == 7
     failed = [(key, r.get("error")) for key, r in runs.items() if r["status"] != "ok"]
     assert not failed, failed
     assert document["machine"]["cpu_count"] >= 1 and "2.41.0" in document["machine"]["perf_analyzer"]
@@ -168,7 +169,43 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({plot})" in report
     with (out / "results.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == 6
+        assert len(list(csv.DictReader(handle))) == 7
+    # The echo model was served beside the repository, and the breakdown was computed from the rows.
+    assert runs[("triton-echo", "grpc", 1)]["model"] == "perf-echo"
+    assert "## Where the time goes" not in report  # no fused run in this sweep: no breakdown row
+
+
+def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Path) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpc_client
+    import tritonclient.http as http_client
+
+    from perf.echo import ECHO_MODEL, write_echo_repository
+    from serve import LocalTritonServer
+
+    repository = write_echo_repository(tmp_path / "echo", max_batch_size=4)
+    assert read_config(repository / ECHO_MODEL).max_batch_size == 4
+    texts = np.array([["set an alarm"], ["héllo wörld ✓"], ["x" * 5000]], dtype=object)
+    with LocalTritonServer(repository) as server:
+        for module, url in ((grpc_client, server.grpc_url), (http_client, server.http_url)):
+            client = module.InferenceServerClient(url)
+            request = module.InferInput("TEXT", list(texts.shape), "BYTES")
+            request.set_data_from_numpy(texts)
+            echoed = client.infer(ECHO_MODEL, [request]).as_numpy("ECHO")
+            assert [item.decode() for item in echoed.reshape(-1)] == [t for t in texts.reshape(-1)]
+
+
+def test_breakdown_subtracts_within_one_run() -> None:
+    from perf.report import time_breakdown_table
+
+    def run(runtime: str, p50: float, protocol: str = "grpc") -> dict:
+        return {"status": "ok", "runtime": runtime, "protocol": protocol, "seq_len": 16, "batch_size": 1,
+                "concurrency": 1, "dynamic_batching": "on", "p50_ms": p50}
+
+    runs = [run("onnxruntime", 1.5, "inprocess"), run("triton-echo", 0.4), run("triton-fused", 2.25),
+            run("triton-ensemble", 3.0)]
+    assert time_breakdown_table(runs).splitlines()[2] == "| 16 | 1.50 | 0.40 | 2.25 | +0.75 | 3.00 | +0.75 |"
+    assert time_breakdown_table(runs[:3]) == ""  # no ensemble run: no row to show
 
 
 def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
