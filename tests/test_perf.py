@@ -195,6 +195,16 @@ def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Pat
             assert [item.decode() for item in echoed.reshape(-1)] == [t for t in texts.reshape(-1)]
 
 
+def test_echo_is_skipped_on_a_server_the_runner_did_not_start(intent_repository: Path, tmp_path: Path) -> None:
+    from perf.runner import _measure_triton
+
+    spec = sweeps.RunSpec("triton-echo", 16, 1, 1, "grpc", "none", "on")
+    external = {"grpc": "127.0.0.1:1", "http": None, "echo": False}
+    result = _measure_triton(spec, resolve_model(intent_repository, "minilm-intent"), external, {},
+                             sweeps.load_sweep("quick"), tmp_path)
+    assert result["status"] == "skipped" and "perf-echo is served only by the runner" in result["error"]
+
+
 def test_breakdown_subtracts_within_one_run() -> None:
     from perf.report import time_breakdown_table
 
