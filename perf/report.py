@@ -23,7 +23,7 @@ RUNTIME_LABELS = {
     "triton-ensemble": "Triton ensemble",
     "triton-fused": "Triton fused model",
     "triton-encoder": "Triton encoder only",
-    "triton-echo": "Triton Python-backend hop, no work (echo)",
+    "triton-echo": "Triton Python model that does no work (echo)",
 }
 
 
@@ -69,9 +69,10 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
     breakdown = time_breakdown_table(document["runs"])
     if breakdown:
         lines += ["", "## Where the time goes (p50 ms, gRPC, batch 1, concurrency 1)", "",
-                  "`echo` is a Python-backend model that does no work: one hop's cost. The fused model",
-                  "is one hop around tokenization + ONNX Runtime (the floor's work); the ensemble adds the",
-                  "tokenizer model's hop and the ensemble scheduler.", "", breakdown]
+                  "`echo` is a Python-backend model that does no work: what one request to a Python model",
+                  "costs end to end. The fused model is one Python model around the floor's work (tokenization",
+                  "+ ONNX Runtime); the ensemble adds a second Python model (the tokenizer) and its scheduler.",
+                  "", breakdown]
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if failures:
         lines += ["", "## Runs without a result", ""]
@@ -86,8 +87,10 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
               "| x floor | vs PyTorch |")
     lines = [header, "|" + "---|" * 12]
     for run in ok_runs:
-        floor = _reference(ok_runs, "onnxruntime", run)
-        torch = _reference(ok_runs, "pytorch", run)
+        # The echo does none of the work, so ratios to runtimes that do would mean nothing.
+        compared = run["runtime"] != "triton-echo"
+        floor = _reference(ok_runs, "onnxruntime", run) if compared else None
+        torch = _reference(ok_runs, "pytorch", run) if compared else None
         lines.append(
             f"| {RUNTIME_LABELS.get(run['runtime'], run['runtime'])} | {run['protocol']} | {run['seq_len']} "
             f"| {run['batch_size']} | {run['concurrency']} | {_options(run)} "
@@ -148,19 +151,23 @@ def _target_rows(runs: list[dict[str, Any]], runtime: str, label: str) -> list[t
 
 
 def time_breakdown_table(runs: list[dict[str, Any]]) -> str:
-    """Per sequence length: the floor, one empty hop, and what the fused model and the ensemble add."""
+    """Per sequence length: the floor, one empty hop, and what the fused model and the ensemble
+    add. A row needs the floor, the fused model and the ensemble; the echo may be missing (it
+    is served only by the runner's own server)."""
     lines = []
     for seq_len in sorted({run["seq_len"] for run in runs if run.get("status") == "ok"}):
         found = {runtime: _find(runs, runtime, seq_len, 1, None if runtime == "onnxruntime" else "grpc")
-                 for runtime in ("onnxruntime", "triton-echo", "triton-fused", "triton-ensemble")}
+                 for runtime in ("onnxruntime", "triton-fused", "triton-ensemble")}
         if any(run is None for run in found.values()):
             continue
-        floor, echo, fused, ensemble = (found[r]["p50_ms"] for r in found)
-        lines.append(f"| {seq_len} | {floor:.2f} | {echo:.2f} | {fused:.2f} | {fused - floor:+.2f} "
+        floor, fused, ensemble = (found[r]["p50_ms"] for r in found)
+        echo = _find(runs, "triton-echo", seq_len, 1, "grpc")
+        echo_cell = f"{echo['p50_ms']:.2f}" if echo else "-"
+        lines.append(f"| {seq_len} | {floor:.2f} | {echo_cell} | {fused:.2f} | {fused - floor:+.2f} "
                      f"| {ensemble:.2f} | {ensemble - fused:+.2f} |")
     if not lines:
         return ""
-    header = ["| tokens | in-process floor | echo (one hop) | fused model | fused - floor | ensemble "
+    header = ["| tokens | in-process floor | echo (no work) | fused model | fused - floor | ensemble "
               "| ensemble - fused |", "|" + "---|" * 7]
     return "\n".join(header + lines)
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from perf import analyzer, baselines, inputs
+from convert.triton_config import read_config
 from perf.echo import ECHO_MODEL, write_echo_repository
 from perf.fastapi_server import fastapi_server
 from perf.install import perf_analyzer_command, perf_analyzer_version
@@ -227,11 +228,11 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
                     status="skipped"))
             continue
         describe(specs[0])
-        echo_batch = (model.manifest_entry.get("max_batch_size", 32)
-                      if any(s.runtime == "triton-echo" for s in specs) else None)
+        wants_echo = any(s.runtime == "triton-echo" for s in specs)
         with contextlib.ExitStack() as stack:
             try:
-                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir, echo_batch))
+                echo_max_batch_size = _served_max_batch_size(options.model_repository, model) if wants_echo else None
+                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir, echo_max_batch_size))
             except Exception as error:
                 for spec in specs:
                     record(spec, failure("perf_analyzer", error))
@@ -242,11 +243,16 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
                 record(spec, _measure_triton(spec, model, endpoints, input_files, sweep, out_dir))
 
 
+def _served_max_batch_size(repository: Path, model: ModelFiles) -> int:
+    """The ensemble's max_batch_size, so that the echo takes the same requests (at least 1)."""
+    return max(1, read_config(Path(repository) / model.ensemble).max_batch_size)
+
+
 @contextlib.contextmanager
 def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
-                      echo_batch: int | None = None) -> Iterator[dict[str, Any]]:
+                      echo_max_batch_size: int | None = None) -> Iterator[dict[str, Any]]:
     """{"grpc": url, "http": url, "echo": bool}: the given server, or a local one for this
-    variant, serving perf-echo beside the repository when echo_batch is set."""
+    variant, serving perf-echo beside the repository when echo_max_batch_size is set."""
     if options.http_url or options.grpc_url:
         yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False}
         return
@@ -261,19 +267,19 @@ def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-nodb-")))
             repository = copy_without_dynamic_batching(repository, scratch / "repository")
         extra_args = []
-        if echo_batch:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-echo-")))
-            echo = write_echo_repository(scratch, echo_batch, dynamic_batching=variant == "on")
+        if echo_max_batch_size is not None:
+            echo_scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-echo-")))
+            echo = write_echo_repository(echo_scratch, echo_max_batch_size, dynamic_batching=variant == "on")
             extra_args.append(f"--model-repository={echo}")
         log_file = out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log"
         console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
         # Shared-memory runs register regions, and perf_analyzer cannot send the admin key over gRPC.
         server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True,
                                                        extra_args=extra_args))
-        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": bool(echo_batch)}
+        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": echo_max_batch_size is not None}
 
 
-def _server_metadata(endpoints: dict[str, str | None]) -> dict[str, Any]:
+def _server_metadata(endpoints: dict[str, Any]) -> dict[str, Any]:
     try:
         if endpoints.get("http"):
             import tritonclient.http as client

@@ -16,7 +16,7 @@ import yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
-# triton-echo: a Python-backend model that does no work (perf/echo.py), the cost of one hop.
+# triton-echo: a Python-backend model that does no work (perf/echo.py): what a request to one costs.
 TRITON_RUNTIMES = ("triton-ensemble", "triton-fused", "triton-encoder", "triton-echo")
 INPROCESS_RUNTIMES = ("onnxruntime", "pytorch")
 HTTP_RUNTIMES = ("fastapi",)

@@ -138,14 +138,14 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
             {"runtime": ["onnxruntime", "pytorch", "fastapi"], "seq_len": 16},
             {"runtime": "triton-ensemble", "protocol": "grpc", "seq_len": 16, "concurrency": [1, 2]},
             {"runtime": "triton-encoder", "protocol": "http", "seq_len": 16},
-            {"runtime": "triton-echo", "protocol": "grpc", "seq_len": 16},
+            {"runtime": ["triton-echo", "triton-fused"], "protocol": "grpc", "seq_len": 16},
         ],
     }))
     out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results"))
 
     document = json.loads((out / "results.json").read_text())
     runs = {(r["runtime"], r["protocol"], r["concurrency"]): r for r in document["runs"]}
-    assert len(runs) == 7
+    assert len(runs) == 8
     failed = [(key, r.get("error")) for key, r in runs.items() if r["status"] != "ok"]
     assert not failed, failed
     assert document["machine"]["cpu_count"] >= 1 and "2.41.0" in document["machine"]["perf_analyzer"]
@@ -169,10 +169,12 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({plot})" in report
     with (out / "results.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == 7
+        assert len(list(csv.DictReader(handle))) == 8
     # The echo model was served beside the repository, and the breakdown was computed from the rows.
-    assert runs[("triton-echo", "grpc", 1)]["model"] == "perf-echo"
-    assert "## Where the time goes" not in report  # no fused run in this sweep: no breakdown row
+    echo, fused = runs[("triton-echo", "grpc", 1)], runs[("triton-fused", "grpc", 1)]
+    assert echo["model"] == "perf-echo"
+    assert (f"| 16 | {floor:.2f} | {echo['p50_ms']:.2f} | {fused['p50_ms']:.2f} | {fused['p50_ms'] - floor:+.2f} "
+            f"| {ensemble['p50_ms']:.2f} | {ensemble['p50_ms'] - fused['p50_ms']:+.2f} |") in report
 
 
 def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Path) -> None:
@@ -183,8 +185,11 @@ def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Pat
     from perf.echo import ECHO_MODEL, write_echo_repository
     from serve import LocalTritonServer
 
+    unbatched = write_echo_repository(tmp_path / "echo-nodb", max_batch_size=4, dynamic_batching=False)
+    assert not read_config(unbatched / ECHO_MODEL).HasField("dynamic_batching")
     repository = write_echo_repository(tmp_path / "echo", max_batch_size=4)
-    assert read_config(repository / ECHO_MODEL).max_batch_size == 4
+    config = read_config(repository / ECHO_MODEL)
+    assert config.max_batch_size == 4 and config.dynamic_batching.max_queue_delay_microseconds == 0
     texts = np.array([["set an alarm"], ["héllo wörld ✓"], ["x" * 5000]], dtype=object)
     with LocalTritonServer(repository) as server:
         for module, url in ((grpc_client, server.grpc_url), (http_client, server.http_url)):
@@ -215,7 +220,28 @@ def test_breakdown_subtracts_within_one_run() -> None:
     runs = [run("onnxruntime", 1.5, "inprocess"), run("triton-echo", 0.4), run("triton-fused", 2.25),
             run("triton-ensemble", 3.0)]
     assert time_breakdown_table(runs).splitlines()[2] == "| 16 | 1.50 | 0.40 | 2.25 | +0.75 | 3.00 | +0.75 |"
+    # Runs that are not the batch-1, dynamic-batching-on, concurrency-1 measurement are not taken.
+    others = [run("triton-ensemble", 9.0) | {"dynamic_batching": "off"}, run("triton-ensemble", 9.0) | {"concurrency": 8},
+              run("triton-fused", 9.0, "http")]
+    assert time_breakdown_table(others + runs) == time_breakdown_table(runs)
+    # The echo is optional (absent against an external server, or failed); the rest is needed.
+    failed_echo = {"status": "failed", "runtime": "triton-echo", "error": "no stub"}
+    assert time_breakdown_table([failed_echo] + [r for r in runs if r["runtime"] != "triton-echo"]).splitlines()[2] \
+        == "| 16 | 1.50 | - | 2.25 | +0.75 | 3.00 | +0.75 |"
     assert time_breakdown_table(runs[:3]) == ""  # no ensemble run: no row to show
+
+
+def test_echo_rows_carry_no_ratios() -> None:
+    from perf.report import markdown_table
+
+    runs = [{"status": "ok", "runtime": runtime, "protocol": protocol, "seq_len": 16, "batch_size": 1,
+             "concurrency": 1, "dynamic_batching": "on", "p50_ms": p50, "p95_ms": p50, "p99_ms": p50,
+             "throughput": 1000 / p50}
+            for runtime, protocol, p50 in (("onnxruntime", "inprocess", 2.0), ("pytorch", "inprocess", 10.0),
+                                           ("triton-echo", "grpc", 0.5), ("triton-fused", "grpc", 2.5))]
+    rows = {line.split(" | ")[0]: line for line in markdown_table(runs).splitlines()[2:]}
+    assert rows["| Triton Python model that does no work (echo)"].endswith("| - | - |")
+    assert rows["| Triton fused model"].endswith("| 1.25x | 4.00x |")
 
 
 def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
