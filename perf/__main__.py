@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--grpc-url", help="gRPC host:port of a running server")
     run.add_argument("--checkpoint", type=Path, help="Hugging Face folder for the PyTorch baseline")
     run.add_argument("--head", type=Path, help="scikit-learn .joblib head for the PyTorch baseline")
+    run.add_argument("--rounds", type=_positive, default=1,
+                     help="run the whole sweep N times; each figure is the median over the rounds [1]")
 
     report = commands.add_parser("report", help="rewrite report.md and plots from a results folder")
     report.add_argument("results_dir", type=Path)
@@ -76,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
     out_dir = args.out or Path("perf/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     run(RunOptions(args.preset, args.model_repository, args.model, out_dir, args.http_url, args.grpc_url,
-                   args.checkpoint, args.head))
+                   args.checkpoint, args.head, args.rounds))
     return 0
 
 
@@ -109,6 +111,12 @@ def _load(args: argparse.Namespace) -> int:
         http_url=args.http_url, server_pid=args.server_pid,
     ))
     return 0 if document["passed"] else 1
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
 
 
 def _sizes(text: str) -> tuple[int, ...]:

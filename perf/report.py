@@ -60,9 +60,12 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
         "measured by perf_analyzer; baselines by a Python loop with the same nearest-rank percentiles.",
         "Load generators run on the same cores as the servers (perf_analyzer in C++, the FastAPI load",
         "loop in Python threads), as a client on the same host would.",
-        "",
-        markdown_table(document["runs"]),
     ]
+    rounds = document.get("rounds", 1)
+    if rounds > 1:
+        lines += [f"The whole sweep ran {rounds} times, each round in the same order; every figure is the",
+                  "median over the rounds, and `p50 by round` shows how far one round strays from another."]
+    lines += ["", markdown_table(document["runs"])]
     targets = targets_table(document["runs"])
     if targets:
         lines += ["", "## The issue's targets (gRPC, batch 1, dynamic batching on)", "", targets]
@@ -83,9 +86,10 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     ok_runs = sorted((run for run in runs if run.get("status") == "ok"), key=_sort_key)
+    by_round = any(len(run.get("rounds_p50_ms", [])) > 1 for run in ok_runs)
     header = ("| runtime | protocol | tokens | batch | conc. | options | p50 | p95 | p99 | infer/s "
-              "| x floor | vs PyTorch |")
-    lines = [header, "|" + "---|" * 12]
+              "| x floor | vs PyTorch |" + (" p50 by round |" if by_round else ""))
+    lines = [header, "|" + "---|" * (13 if by_round else 12)]
     for run in ok_runs:
         # The echo does none of the work, so ratios to runtimes that do would mean nothing.
         compared = run["runtime"] != "triton-echo"
@@ -96,6 +100,7 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
             f"| {run['batch_size']} | {run['concurrency']} | {_options(run)} "
             f"| {run['p50_ms']:.2f} | {run['p95_ms']:.2f} | {run['p99_ms']:.2f} | {run['throughput']:.1f} "
             f"| {_ratio(run['p50_ms'], floor)} | {_ratio(torch, run['p50_ms'])} |"
+            + (f" {_by_round(run)} |" if by_round else "")
         )
     return "\n".join(lines)
 
@@ -178,6 +183,10 @@ def _reference(runs: list[dict[str, Any]], runtime: str, run: dict[str, Any]) ->
                 and candidate["batch_size"] == run["batch_size"]):
             return candidate["p50_ms"]
     return None
+
+
+def _by_round(run: dict[str, Any]) -> str:
+    return " / ".join("-" if p50 is None else f"{p50:.2f}" for p50 in run.get("rounds_p50_ms", []))
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> str:

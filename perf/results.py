@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,26 @@ def write_results(out_dir: Path, document: dict[str, Any]) -> None:
         writer.writeheader()
         for run in document["runs"]:
             writer.writerow({field: _csv_value(run.get(field)) for field in CSV_FIELDS})
+
+
+def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's results from several rounds of the sweep, as one result: each figure (the
+    latencies, their breakdown and throughput) is the median over the rounds that succeeded,
+    requests are summed, and every round's p50 is kept in rounds_p50_ms to show the spread.
+    A single round is returned as it is."""
+    if len(results) == 1:
+        return dict(results[0])
+    succeeded = [result for result in results if result.get("status") == "ok"]
+    if not succeeded:
+        return {**results[-1], "rounds_p50_ms": [None] * len(results)}
+    merged = dict(succeeded[0])
+    for field, value in succeeded[0].items():
+        if field == "throughput" or (field.endswith("_ms") and isinstance(value, (int, float))):
+            merged[field] = statistics.median(result[field] for result in succeeded if field in result)
+    if all("requests" in result for result in succeeded):
+        merged["requests"] = sum(result["requests"] for result in succeeded)
+    merged["rounds_p50_ms"] = [result.get("p50_ms") if result.get("status") == "ok" else None for result in results]
+    return merged
 
 
 def load_results(results_dir: Path) -> dict[str, Any]:

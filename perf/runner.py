@@ -29,7 +29,7 @@ from perf.fastapi_server import fastapi_server
 from perf.install import perf_analyzer_command, perf_analyzer_version
 from perf.machine import describe_machine
 from perf.models import ModelFiles, copy_without_dynamic_batching, resolve_model
-from perf.results import failure, write_results
+from perf.results import failure, merge_rounds, write_results
 from perf.sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
 
 # Used when the manifest does not say where the model came from (repositories built by hand).
@@ -50,6 +50,7 @@ class RunOptions:
     grpc_url: str | None = None
     checkpoint: Path | None = None  # Hugging Face folder for the PyTorch baseline
     head: Path | None = None  # scikit-learn head for the PyTorch baseline (classifiers)
+    rounds: int = 1  # the whole sweep this many times; each figure is the median over the rounds
 
 
 def run(options: RunOptions) -> Path:
@@ -61,21 +62,30 @@ def run(options: RunOptions) -> Path:
     (out_dir / "raw").mkdir(parents=True, exist_ok=True)
     texts, input_files = _prepare_inputs(sweep, model, out_dir / "inputs")
     document = _new_document(sweep, options, model)
+    rounds = max(1, options.rounds)
+    measured: dict[str, tuple[RunSpec, list[dict[str, Any]]]] = {}  # spec key -> (spec, one result per round)
     with _progress() as progress:
-        task = progress.add_task("starting", total=len(sweep.runs))
+        task = progress.add_task("starting", total=len(sweep.runs) * rounds)
 
         def record(spec: RunSpec, result: dict[str, Any]) -> None:
-            document["runs"].append({**spec.as_dict(), **result})
+            measured.setdefault(spec.key, (spec, []))[1].append(result)
             _log_result(spec, result)
             progress.advance(task)
+            document["runs"] = [{**each.as_dict(), **merge_rounds(results)} for each, results in measured.values()]
             write_results(out_dir, document)  # after every run: an interrupted sweep keeps its data
 
         def describe(spec: RunSpec) -> None:
-            progress.update(task, description=spec.key)
+            progress.update(task, description=spec.key if rounds == 1 else f"{spec.key} (round {number})")
 
-        _run_inprocess(sweep, model, options, texts, describe, record)
-        _run_fastapi(sweep, model, texts, out_dir, describe, record)
-        _run_triton(sweep, model, options, input_files, out_dir, document, describe, record)
+        # Every round runs the whole sweep in the same order, so a slow spell of the machine
+        # falls on different runs in different rounds and the medians smooth it out.
+        for number in range(1, rounds + 1):
+            round_dir = out_dir if rounds == 1 else out_dir / "rounds" / str(number)
+            (round_dir / "raw").mkdir(parents=True, exist_ok=True)
+            _run_inprocess(sweep, model, options, texts, describe, record)
+            _run_fastapi(sweep, model, texts, round_dir, describe, record)
+            _run_triton(sweep, model, options, input_files, round_dir, document, describe, record)
+    document["servers"] = _distinct(document["servers"])
     document["finished"] = _now()
     write_results(out_dir, document)
     from perf.report import write_report  # matplotlib only when a report is written
@@ -83,6 +93,17 @@ def run(options: RunOptions) -> Path:
     report_path = write_report(out_dir)
     console.print(f"[bold green]results:[/] {out_dir / 'results.json'}  [bold green]report:[/] {report_path}")
     return out_dir
+
+
+def _distinct(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each server description once (every round starts the same servers again)."""
+    seen, distinct = set(), []
+    for server in servers:
+        key = (server.get("name"), server.get("version"), server.get("dynamic_batching"))
+        if key not in seen:
+            seen.add(key)
+            distinct.append(server)
+    return distinct
 
 
 def _build_if_missing(repository: Path, name: str) -> None:
@@ -122,6 +143,7 @@ def _new_document(sweep: Sweep, options: RunOptions, model: ModelFiles) -> dict[
         "manifest_entry": model.manifest_entry,
         "served_encoder_parameters": model.encoder_parameters,
         "measurement": asdict(sweep.measurement),
+        "rounds": max(1, options.rounds),
         "machine": {**describe_machine(), "perf_analyzer": perf_analyzer_version()},
         "servers": [],
         "runs": [],

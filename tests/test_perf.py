@@ -244,6 +244,47 @@ def test_echo_rows_carry_no_ratios() -> None:
     assert rows["| Triton fused model"].endswith("| 1.25x | 4.00x |")
 
 
+def test_merge_rounds_takes_medians_of_the_rounds_that_succeeded() -> None:
+    from perf.results import merge_rounds
+
+    def ok(p50: float, throughput: float) -> dict:
+        return {"status": "ok", "tool": "perf_analyzer", "p50_ms": p50, "p99_ms": 2 * p50, "throughput": throughput,
+                "requests": 100, "model": "m"}
+
+    failed = {"status": "failed", "tool": "perf_analyzer", "error": "unstable", "model": "m"}
+    merged = merge_rounds([ok(3.0, 300.0), failed, ok(1.0, 500.0), ok(2.0, 400.0)])
+    assert (merged["p50_ms"], merged["p99_ms"], merged["throughput"]) == (2.0, 4.0, 400.0)
+    assert merged["requests"] == 300 and merged["status"] == "ok"
+    assert merged["rounds_p50_ms"] == [3.0, None, 1.0, 2.0]
+    assert merge_rounds([ok(1.5, 9.0)]) == ok(1.5, 9.0)  # one round: the result as it was
+    assert merge_rounds([failed, failed])["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_rounds_repeat_the_sweep_and_report_medians(intent_repository: Path, tmp_path: Path) -> None:
+    from perf.runner import RunOptions, run
+
+    sweep_file = tmp_path / "rounds.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "rounds",
+        "measurement": {"interval_ms": 500, "max_trials": 10, "stability_percentage": 60, "baseline_seconds": 0.3,
+                        "warmup_requests": 2, "texts_per_length": 8},
+        "runs": [{"runtime": ["onnxruntime", "triton-echo"], "seq_len": 16}],
+    }))
+    out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results", rounds=2))
+    document = json.loads((out / "results.json").read_text())
+    assert document["rounds"] == 2 and len(document["runs"]) == 2
+    for result in document["runs"]:
+        assert result["status"] == "ok", result.get("error")
+        first, second = result["rounds_p50_ms"]
+        assert result["p50_ms"] == pytest.approx((first + second) / 2)  # the median of two
+    for number in (1, 2):  # each round's perf_analyzer output is kept apart
+        assert analyzer.parse_csv(out / "rounds" / str(number) / "raw" / "triton-echo_grpc_s16_b1_c1.csv")
+    assert len(document["servers"]) == 1  # the same server, started once a round, described once
+    report = (out / "report.md").read_text()
+    assert "ran 2 times" in report and "p50 by round |" in report
+
+
 def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="python -m convert"):
         resolve_model(tmp_path / "nowhere", "minilm-intent")
