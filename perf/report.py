@@ -8,6 +8,7 @@ ratios taken within the same run (so machine noise largely cancels):
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def render_markdown(document: dict[str, Any], plots: list[str]) -> str:
                   "`echo` is a Python-backend model that does no work: what one request to a Python model",
                   "costs end to end. The fused model is one Python model around the floor's work (tokenization",
                   "+ ONNX Runtime); the ensemble adds a second Python model (the tokenizer) and its scheduler.",
+                  "Over several rounds, each difference is the median of the differences within a round.",
                   "", breakdown]
     failures = [run for run in document["runs"] if run.get("status") != "ok"]
     if failures:
@@ -165,16 +167,27 @@ def time_breakdown_table(runs: list[dict[str, Any]]) -> str:
                  for runtime in ("onnxruntime", "triton-fused", "triton-ensemble")}
         if any(run is None for run in found.values()):
             continue
-        floor, fused, ensemble = (found[r]["p50_ms"] for r in found)
+        floor, fused, ensemble = (found[r] for r in found)
         echo = _find(runs, "triton-echo", seq_len, 1, "grpc")
         echo_cell = f"{echo['p50_ms']:.2f}" if echo else "-"
-        lines.append(f"| {seq_len} | {floor:.2f} | {echo_cell} | {fused:.2f} | {fused - floor:+.2f} "
-                     f"| {ensemble:.2f} | {ensemble - fused:+.2f} |")
+        lines.append(f"| {seq_len} | {floor['p50_ms']:.2f} | {echo_cell} | {fused['p50_ms']:.2f} "
+                     f"| {_difference(fused, floor):+.2f} | {ensemble['p50_ms']:.2f} "
+                     f"| {_difference(ensemble, fused):+.2f} |")
     if not lines:
         return ""
     header = ["| tokens | in-process floor | echo (no work) | fused model | fused - floor | ensemble "
               "| ensemble - fused |", "|" + "---|" * 7]
     return "\n".join(header + lines)
+
+
+def _difference(run: dict[str, Any], other: dict[str, Any]) -> float:
+    """p50 of run minus p50 of other; over several rounds, the median of the differences taken
+    within each round (the machine's slow and quick spells cancel in a round, not across)."""
+    pairs = [(a, b) for a, b in zip(run.get("rounds_p50_ms", []), other.get("rounds_p50_ms", []))
+             if a is not None and b is not None]
+    if not pairs:
+        return run["p50_ms"] - other["p50_ms"]
+    return statistics.median(a - b for a, b in pairs)
 
 
 def _reference(runs: list[dict[str, Any]], runtime: str, run: dict[str, Any]) -> float | None:

@@ -229,6 +229,9 @@ def test_breakdown_subtracts_within_one_run() -> None:
     assert time_breakdown_table([failed_echo] + [r for r in runs if r["runtime"] != "triton-echo"]).splitlines()[2] \
         == "| 16 | 1.50 | - | 2.25 | +0.75 | 3.00 | +0.75 |"
     assert time_breakdown_table(runs[:3]) == ""  # no ensemble run: no row to show
+    # Over rounds, differences are taken within each round: (2.0-1.0, 2.5-2.0, 4.0-1.2) -> median 1.0.
+    rounds = [runs[0] | {"rounds_p50_ms": [1.0, 2.0, 1.2]}, runs[2] | {"rounds_p50_ms": [2.0, 2.5, 4.0]}, runs[3]]
+    assert "| +1.00 |" in time_breakdown_table(rounds).splitlines()[2]
 
 
 def test_echo_rows_carry_no_ratios() -> None:
