@@ -124,23 +124,28 @@ def test_copy_without_dynamic_batching_keeps_everything_else(intent_repository: 
     assert batched >= 1, "the built repository should batch dynamically somewhere"
 
 
+def tiny_sweep(path: Path, runs: list[dict]) -> Path:
+    """A sweep file with half-second windows. Loose stability: the tests check the plumbing,
+    not the figures, on a busy CI machine."""
+    path.write_text(yaml.safe_dump({
+        "name": path.stem,
+        "measurement": {"interval_ms": 500, "max_trials": 10, "stability_percentage": 60, "baseline_seconds": 0.5,
+                        "warmup_requests": 2, "texts_per_length": 8},
+        "runs": runs,
+    }))
+    return path
+
+
 @pytest.mark.slow
 def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository: Path, tmp_path: Path) -> None:
     from perf.runner import RunOptions, run
 
-    sweep_file = tmp_path / "tiny.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "name": "tiny",
-        # Loose stability: this test checks the plumbing, not the figures, on a busy CI machine.
-        "measurement": {"interval_ms": 500, "max_trials": 10, "stability_percentage": 60, "baseline_seconds": 0.5,
-                        "warmup_requests": 2, "texts_per_length": 8},
-        "runs": [
-            {"runtime": ["onnxruntime", "pytorch", "fastapi"], "seq_len": 16},
-            {"runtime": "triton-ensemble", "protocol": "grpc", "seq_len": 16, "concurrency": [1, 2]},
-            {"runtime": "triton-encoder", "protocol": "http", "seq_len": 16},
-            {"runtime": ["triton-echo", "triton-fused"], "protocol": "grpc", "seq_len": 16},
-        ],
-    }))
+    sweep_file = tiny_sweep(tmp_path / "tiny.yaml", [
+        {"runtime": ["onnxruntime", "pytorch", "fastapi"], "seq_len": 16},
+        {"runtime": "triton-ensemble", "protocol": "grpc", "seq_len": 16, "concurrency": [1, 2]},
+        {"runtime": "triton-encoder", "protocol": "http", "seq_len": 16},
+        {"runtime": ["triton-echo", "triton-fused"], "protocol": "grpc", "seq_len": 16},
+    ])
     out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results"))
 
     document = json.loads((out / "results.json").read_text())
@@ -267,13 +272,7 @@ def test_merge_rounds_takes_medians_of_the_rounds_that_succeeded() -> None:
 def test_rounds_repeat_the_sweep_and_report_medians(intent_repository: Path, tmp_path: Path) -> None:
     from perf.runner import RunOptions, run
 
-    sweep_file = tmp_path / "rounds.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "name": "rounds",
-        "measurement": {"interval_ms": 500, "max_trials": 10, "stability_percentage": 60, "baseline_seconds": 0.3,
-                        "warmup_requests": 2, "texts_per_length": 8},
-        "runs": [{"runtime": ["onnxruntime", "triton-echo"], "seq_len": 16}],
-    }))
+    sweep_file = tiny_sweep(tmp_path / "rounds.yaml", [{"runtime": ["onnxruntime", "triton-echo"], "seq_len": 16}])
     out = run(RunOptions(str(sweep_file), intent_repository, "minilm-intent", tmp_path / "results", rounds=2))
     document = json.loads((out / "results.json").read_text())
     assert document["rounds"] == 2 and len(document["runs"]) == 2
