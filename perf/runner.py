@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from perf import analyzer, baselines, inputs
 from convert.triton_config import read_config
+from perf import analyzer, baselines, inputs
 from perf.echo import ECHO_MODEL, write_echo_repository
 from perf.fastapi_server import fastapi_server
 from perf.install import perf_analyzer_command, perf_analyzer_version
@@ -74,12 +74,14 @@ def run(options: RunOptions) -> Path:
             document["runs"] = [{**each.as_dict(), **merge_rounds(results)} for each, results in measured.values()]
             write_results(out_dir, document)  # after every run: an interrupted sweep keeps its data
 
-        def describe(spec: RunSpec) -> None:
-            progress.update(task, description=spec.key if rounds == 1 else f"{spec.key} (round {number})")
-
         # Every round runs the whole sweep in the same order, so a slow spell of the machine
         # falls on different runs in different rounds and the medians smooth it out.
         for number in range(1, rounds + 1):
+            suffix = "" if rounds == 1 else f" (round {number})"
+
+            def describe(spec: RunSpec) -> None:
+                progress.update(task, description=spec.key + suffix)
+
             round_dir = out_dir if rounds == 1 else out_dir / "rounds" / str(number)
             (round_dir / "raw").mkdir(parents=True, exist_ok=True)
             _run_inprocess(sweep, model, options, texts, describe, record)
