@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 logger = logging.getLogger("serve")
@@ -48,6 +49,43 @@ def terminate(process: subprocess.Popen, grace_s: float) -> None:
     except ProcessLookupError:
         pass  # the usual case: the server took its stubs with it
     process.wait()
+    # SIGKILL is delivered, not done: an orphaned stub may still be exiting. Return only
+    # once nothing of the group runs, so a caller never sees a half-stopped server.
+    _wait_until_group_gone(process.pid, timeout_s=GROUP_EXIT_TIMEOUT_S)
+
+
+GROUP_EXIT_TIMEOUT_S = 10.0
+
+
+class ProcessesLeftBehind(RuntimeError):
+    """Processes of the server's group still ran after SIGKILL and a bounded wait."""
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in process group `pgid`, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_until_group_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while members := group_members(pgid):
+        if time.monotonic() > deadline:
+            raise ProcessesLeftBehind(
+                f"processes {members} of tritonserver's group {pgid} still run {timeout_s:.0f} s "
+                f"after SIGKILL; look at them with `ps -o pid,stat,cmd -g {pgid}`")
+        time.sleep(0.02)
 
 
 def remove_shared_memory(prefix: str) -> None:

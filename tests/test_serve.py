@@ -27,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from serve import LocalTritonServer, ServerStartError, install
 from serve.logs import load_failures, read_log
+from serve.process import ProcessesLeftBehind, _wait_until_group_gone, group_members, terminate
 from tests.conftest import serve_cli, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -338,3 +339,22 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=60) == 0
     assert processes_mentioning(str(repository)) == []
+
+
+def test_terminate_returns_only_when_the_whole_group_is_gone() -> None:
+    """An orphan left by a killed leader is still exiting when SIGKILL returns: terminate waits."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
+    assert wait_for(lambda: len(group_members(leader.pid)) == 3, timeout_s=10)  # leader, two sleeps
+    os.kill(leader.pid, signal.SIGKILL)  # as a crashed tritonserver leaves its stubs behind
+    terminate(leader, grace_s=1)
+    assert group_members(leader.pid) == []
+
+
+def test_a_group_that_does_not_go_is_named() -> None:
+    survivor = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with pytest.raises(ProcessesLeftBehind, match=rf"processes \[{survivor.pid}\]"):
+            _wait_until_group_gone(survivor.pid, timeout_s=0.2)
+    finally:
+        survivor.kill()
+        survivor.wait()
