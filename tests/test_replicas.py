@@ -24,8 +24,10 @@ import tritonclient.grpc
 import tritonclient.grpc.aio
 import tritonclient.http.aio
 
-from client import AsyncEncoderClient, EncoderClient
+from client import AsyncEncoderClient, AttemptCounts, EncoderClient, InputRejected, RequestTimeout, ServerUnreachable
 from client.errors import is_retryable, translate
+from client.replicas import REFRESH_S, Replicas
+from client.transport import grpc_targets, resolve_addresses
 from serve import LocalTritonServer
 from serve.ports import free_port
 from tests.conftest import PROTOCOLS, model_statistics, wait_for
@@ -92,6 +94,81 @@ def ensure_all_running(replicas: list[Replica]) -> None:
             replica.server.start()
 
 
+# ----- no server needed: the rotation's rules ------------------------------------------------------
+
+class Scripted:
+    """A stand-in transport that answers with its name or raises what it is told to."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.failure, self.calls, self.closed = name, None, 0, False
+
+    async def infer(self) -> str:
+        self.calls += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.name
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def scripted_replicas(names, resolve=None) -> tuple[Replicas, dict[str, Scripted]]:
+    opened: dict[str, Scripted] = {}
+
+    def open_member(name: str) -> Scripted:
+        opened[name] = Scripted(name)
+        return opened[name]
+
+    return Replicas(names, open_member, tritonclient.http, AttemptCounts(), resolve), opened
+
+
+def call_many(replicas: Replicas, count: int) -> list[str]:
+    async def calls() -> list[str]:
+        return [await replicas.run(lambda transport: transport.infer(), "classify") for _ in range(count)]
+    return asyncio.run(calls())
+
+
+def test_the_rotation_takes_members_in_turn_and_sends_a_call_elsewhere_only_when_safe():
+    replicas, members = scripted_replicas(["a:1", "b:1", "c:1"])
+    assert call_many(replicas, 6) == ["a:1", "b:1", "c:1"] * 2
+    members["b:1"].failure = ConnectionRefusedError(111, "Connection refused")
+    assert call_many(replicas, 4) == ["a:1", "c:1", "a:1", "c:1"]    # b failed over once, then set aside
+    assert members["b:1"].calls == 3 and replicas._counts.failovers == {"ServerUnreachable": 1}
+    members["a:1"].failure = TimeoutError()                          # may still run there: not sent elsewhere
+    with pytest.raises(RequestTimeout):
+        call_many(replicas, 2)
+    members["a:1"].failure = members["c:1"].failure = ConnectionResetError(104, "reset")
+    with pytest.raises(ServerUnreachable, match="replica"):          # every member failed: the caller retries
+        call_many(replicas, 1)
+
+
+def test_a_resolver_is_asked_again_and_members_follow_it():
+    answers = [["10.0.0.1:8000", "10.0.0.2:8000"], ["10.0.0.2:8000", "10.0.0.3:8000"]]
+
+    async def resolve(names):
+        return answers[0] if resolve.calls == 0 else answers[1]
+    resolve.calls = 0
+    replicas, members = scripted_replicas(["svc:8000"], resolve)
+    assert sorted(set(call_many(replicas, 4))) == answers[0]
+    resolve.calls = 1
+    replicas._resolved_at -= REFRESH_S                                # as if REFRESH_S had passed
+    assert sorted(set(call_many(replicas, 4))) == answers[1]
+    asyncio.run(replicas.close())
+    assert all(member.closed for member in members.values())          # the one gone from DNS too
+
+
+def test_grpc_targets_put_ip_addresses_in_one_round_robin_channel_and_names_in_their_own():
+    assert grpc_targets(["127.0.0.1:1"]) == ["127.0.0.1:1"]
+    assert grpc_targets(["10.0.0.1:1", "10.0.0.2:1", "[::1]:2", "svc:3"]) == [
+        "ipv4:10.0.0.1:1,10.0.0.2:1", "[::1]:2", "svc:3"]
+
+
+def test_an_http_name_is_resolved_to_its_addresses():
+    resolved = asyncio.run(resolve_addresses(["localhost:8000", "10.1.2.3:9", "no-such-host.invalid:8000"]))
+    assert resolved[-2:] == ["10.1.2.3:9", "no-such-host.invalid:8000"]   # unresolvable: kept, fails when called
+    assert resolved[:-2] and all(address.endswith(":8000") for address in resolved[:-2])
+
+
 # ----- every replica serves a fair share -----------------------------------------------------------
 
 async def send_one_text_requests(url: str, count: int, concurrency: int = 8) -> AsyncEncoderClient:
@@ -118,6 +195,26 @@ def test_every_replica_serves_a_fair_share(replicas, protocol):
            f"served {served} (mean {mean:.0f}); {client.attempt_counts}")
     assert sum(served) == REQUESTS, served      # each request answered once, by one replica
     assert all(abs(count - mean) <= FAIR_SHARE * mean for count in served), served
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_address_where_nothing_listens_is_skipped_and_a_rejected_input_is_not_sent_elsewhere(replicas, protocol):
+    ensure_all_running(replicas)
+    nothing = f"127.0.0.1:{free_port('127.0.0.1')}"
+    url = replicas_url(replicas[:2], protocol).replace("://", f"://{nothing},")
+    with EncoderClient(url, model=MODEL, timeout_s=REQUEST_TIMEOUT_S) as client:
+        labels = [client.classify([TEXT])[0].label for _ in range(12)]
+        counts = client.attempt_counts
+        skipped = sum(counts.failovers.values()) + sum(counts.retries.values())
+        with pytest.raises(InputRejected, match="not valid UTF-8"):
+            client.classify([b"\xff\xfe"])
+        assert sum(counts.failovers.values()) + sum(counts.retries.values()) == skipped
+    report(f"a dead address in the list, {protocol}", f"12 requests answered; {counts}")
+    assert labels == [LABEL] * 12
+    assert set(counts.failovers) | set(counts.retries) <= {"ServerUnreachable"}
+    # HTTP: tried, set aside, tried again after a while, not on every call. gRPC: the round-robin
+    # channel never sends a call to an address it could not connect to.
+    assert skipped <= 4 and (skipped >= 1 if protocol == "http" else True)
 
 
 # ----- replicas stopped with SIGTERM and started again, under load -------------------------------
