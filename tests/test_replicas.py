@@ -308,9 +308,24 @@ async def raw_load_until(replica: Replica, stop: asyncio.Event, outcomes: list[R
             if error is not None:
                 await asyncio.sleep(0.05)
 
+    async def readiness() -> None:   # what a load balancer's health check would see: /v2/health/ready
+        probe = tritonclient.http.aio.InferenceServerClient(replica.server.http_url)
+        try:
+            while not stop.is_set():
+                started, error = time.monotonic(), None
+                try:
+                    if not await probe.is_server_ready():
+                        error = RuntimeError("not ready")
+                except Exception as raised:   # noqa: BLE001 - every outcome is recorded
+                    error = raised
+                outcomes.append(RawOutcome("ready", started, time.monotonic(), error))
+                await asyncio.sleep(0.1)
+        finally:
+            await probe.close()
+
     try:
         await asyncio.gather(*(worker("grpc", grpc, tritonclient.grpc) for _ in range(workers)),
-                             *(worker("http", http, tritonclient.http) for _ in range(workers)))
+                             *(worker("http", http, tritonclient.http) for _ in range(workers)), readiness())
     finally:
         await grpc.close()
         await http.close()
@@ -344,9 +359,14 @@ def test_what_triton_2_51_does_with_requests_when_sigtermed(replicas):
 
     signalled, exited = asyncio.run(run())
     replica.server.stop()   # reaps the process; the next test starts it again
-    lines = [f"SIGTERM to exit: {exited:.2f} s"]
+    probes = [o for o in outcomes if o.protocol == "ready"]
+    last_ready = max(o.started for o in probes if o.error is None) - signalled
+    not_ready = sorted((o for o in probes if o.error is not None), key=lambda o: o.started)
+    then = f"{not_ready[0].started - signalled:+.2f} s: {describe(not_ready[0].error)}" if not_ready else "never"
+    lines = [f"SIGTERM to exit: {exited:.2f} s; /v2/health/ready true until {last_ready:+.2f} s, then at {then}"]
     for protocol in PROTOCOLS:
         lines += timeline([o for o in outcomes if o.protocol == protocol], signalled, protocol)
+    outcomes = [o for o in outcomes if o.protocol != "ready"]
     in_flight_at_sigterm = [o for o in outcomes if o.started < signalled < o.finished]
     report("Triton 2.51 told to stop (SIGTERM) under load, no retries",
            f"in flight at SIGTERM: {len(in_flight_at_sigterm)}, "
