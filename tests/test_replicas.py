@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,7 +33,7 @@ from client.replicas import REFRESH_S, Replicas
 from client.transport import grpc_targets, resolve_addresses
 from serve import LocalTritonServer
 from serve.ports import free_port
-from tests.conftest import PROTOCOLS, model_statistics, wait_for
+from tests.conftest import PROTOCOLS, ROOT, model_statistics, wait_for
 from tests.test_faults import LABEL, TEXT, Load, report
 
 MODEL = "minilm-intent-fused"
@@ -215,6 +218,15 @@ def test_an_address_where_nothing_listens_is_skipped_and_a_rejected_input_is_not
     # HTTP: tried, set aside, tried again after a while, not on every call. gRPC: the round-robin
     # channel never sends a call to an address it could not connect to.
     assert skipped <= 4 and (skipped >= 1 if protocol == "http" else True)
+
+
+def test_the_command_line_takes_a_list_of_servers(replicas):
+    ensure_all_running(replicas)
+    url = replicas_url(replicas, "http")
+    answer = subprocess.run([sys.executable, "-m", "client", TEXT, "--url", url, "--model", MODEL, "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["label"] == LABEL
 
 
 # ----- replicas stopped with SIGTERM and started again, under load -------------------------------
