@@ -232,10 +232,9 @@ def test_the_command_line_takes_a_list_of_servers(replicas):
 # ----- replicas stopped with SIGTERM and started again, under load -------------------------------
 
 @contextlib.contextmanager
-def clients_on(replicas: list[Replica]):
-    """A sync client per protocol on the list of replicas, and a Load sending one text at a time on each."""
-    clients = {protocol: EncoderClient(replicas_url(replicas, protocol), model=MODEL, timeout_s=REQUEST_TIMEOUT_S)
-               for protocol in PROTOCOLS}
+def clients_on(urls: dict[str, str]):
+    """A sync client per named URL, and a Load sending one text at a time on each."""
+    clients = {name: EncoderClient(url, model=MODEL, timeout_s=REQUEST_TIMEOUT_S) for name, url in urls.items()}
     try:
         with Load({name: (lambda c=client: c.classify([TEXT])[0].label) for name, client in clients.items()}) as load:
             yield clients, load
@@ -250,6 +249,10 @@ def wait_until_serving(replica: Replica, load: Load) -> None:
         f"{replica.server} got no request within {REJOIN_TIMEOUT_S:.0f} s of its restart; {load.summary()}")
 
 
+def urls_of(replicas: list[Replica]) -> dict[str, str]:
+    return {protocol: replicas_url(replicas, protocol) for protocol in PROTOCOLS}
+
+
 def check_no_request_failed(load: Load, clients: dict[str, EncoderClient], title: str, *lines: str) -> None:
     counts = {name: str(client.attempt_counts) for name, client in clients.items()}
     report(title, load.summary(), *lines, *(f"{name}: {text}" for name, text in counts.items()))
@@ -261,7 +264,7 @@ def check_no_request_failed(load: Load, clients: dict[str, EncoderClient], title
 def test_one_replica_stopped_with_sigterm_and_started_again_under_load_fails_no_request(replicas):
     ensure_all_running(replicas)
     stopped, others = replicas[0], replicas[1:]
-    with clients_on(replicas) as (clients, load):
+    with clients_on(urls_of(replicas)) as (clients, load):
         time.sleep(1.0)
         signalled = time.monotonic()
         stopped.server.stop()                     # SIGTERM; returns once the server has exited
@@ -281,7 +284,7 @@ def test_one_replica_stopped_with_sigterm_and_started_again_under_load_fails_no_
 def test_a_rolling_restart_of_every_replica_under_load_fails_no_request(replicas):
     ensure_all_running(replicas)
     timings = []
-    with clients_on(replicas) as (clients, load):
+    with clients_on(urls_of(replicas)) as (clients, load):
         time.sleep(1.0)
         for replica in replicas:
             started = time.monotonic()
