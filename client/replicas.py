@@ -36,7 +36,7 @@ MAX_SET_ASIDE_S = 5.0     # up to this: a restarted replica rejoins within a few
 Resolver = Callable[[Sequence[str]], Awaitable[list[str]]]
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity: the rotation asks "this member, tried already?"
 class Member:
     name: str                  # the address or gRPC target it talks to
     transport: object          # a transport.GrpcTransport or HttpTransport
@@ -85,7 +85,7 @@ class Replicas:
                 if not is_retryable(error):
                     raise error from raw
                 member.set_aside(time.monotonic())
-                if len(tried) == len(self._members):
+                if all(other in tried for other in self._members):   # (the members may change meanwhile)
                     raise error from raw
                 self._counts.failovers[type(error).__name__] += 1
                 logger.info("failover: %s failed (%s); trying another replica", member.name, type(error).__name__)
