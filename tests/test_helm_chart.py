@@ -58,7 +58,7 @@ def helm() -> str:
 
 
 def checker(name: str) -> str:
-    found = BIN / "tools" / "bin" / name
+    found = BIN.parent / "tools" / "bin" / name   # .venv/tools (scripts/setup-k8s-tools.sh)
     if found.exists():
         return str(found)
     if shutil.which(name):
