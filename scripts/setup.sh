@@ -20,4 +20,6 @@ echo "installing Python packages into $venv (a few minutes the first time)"
 "$venv/bin/python" -m pip install --quiet --no-deps rag-intent-classifier==1.0.7
 "$venv/bin/python" -m serve install
 "$venv/bin/python" -m perf install
+# helm, kubectl, kubernetes-validate, checkov, promtool: the Helm chart's static checks.
+scripts/setup-k8s-tools.sh "$venv"
 echo "environment ready: $venv"
