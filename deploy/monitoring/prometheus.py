@@ -4,8 +4,8 @@
     with LocalPrometheus(targets, rule_files=[RECORDING_RULES]) as prom:
         prom.wait_for("triton_encoders:queue_compute_ratio", lambda result: len(result) == 1)
 
-The binary comes from the Debian package `prometheus` (2.42 here; `scripts/setup.sh` installs it
-where it can) or from $PROMETHEUS. It runs with its own configuration, a temporary TSDB and a
+The binary comes from the Debian package `prometheus` (2.42 here; `scripts/setup.sh` unpacks its
+binaries into the venv where apt-get can download it), from PATH, or from $PROMETHEUS. It runs with its own configuration, a temporary TSDB and a
 free port, so several can run beside each other and beside a system Prometheus. Each static
 target carries the `namespace` and `pod` labels a Kubernetes PodMonitor would add, so the
 recording rules and the adapter's query see what they see in a cluster.
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -31,8 +32,8 @@ import yaml
 from serve.ports import free_port
 
 BINARY_ENV = "PROMETHEUS"
-INSTALL_HINT = ("install the Debian package `prometheus` (as root: apt-get install -y prometheus; "
-                "scripts/setup.sh does it where it can) or set $PROMETHEUS to a prometheus binary")
+INSTALL_HINT = ("run scripts/setup.sh on Debian/Ubuntu (it unpacks the package `prometheus` into the venv), "
+                "or apt-get install prometheus, or set $PROMETHEUS to a prometheus 2.x binary")
 HOST = "127.0.0.1"
 START_ATTEMPTS = 3    # a picked port can be taken before Prometheus binds it
 POLL_S = 0.25
@@ -49,11 +50,15 @@ class ScrapeTarget:
 
 
 def find_binary(name: str = "prometheus") -> Path | None:
-    """$PROMETHEUS (for `prometheus`; promtool beside it), else the one on PATH; None if neither."""
+    """$PROMETHEUS (for `prometheus`; promtool beside it), else the venv's (scripts/setup.sh puts
+    the Debian package's binaries there), else the one on PATH; None if none is found."""
     explicit = os.environ.get(BINARY_ENV)
     if explicit:
         candidate = Path(explicit) if name == "prometheus" else Path(explicit).with_name(name)
         return candidate if candidate.is_file() else None
+    in_venv = Path(sys.prefix) / "bin" / name
+    if in_venv.is_file() and os.access(in_venv, os.X_OK):
+        return in_venv
     found = shutil.which(name)
     return Path(found) if found else None
 
