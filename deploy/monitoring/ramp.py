@@ -8,7 +8,8 @@ Prometheus with the chart's recording rules, lets them idle, then loads every po
 perf_analyzer at each concurrency in turn. Afterwards it reads the whole run back from
 Prometheus's query_range API and writes:
 
-    ramp.png   the ratio per pod (the HPA's metric), texts per second, p50 queue time, over time
+    ramp.png   the ratio per pod (the HPA's metric), texts per second, the encoder's average batch
+               size and p50 queue times, over time
     ramp.csv   the same series, one row per second
     ramp.md    a table per concurrency, with the machine, the date and this command
 """
@@ -51,16 +52,22 @@ class Ramp:
     started: float
     ended: float
     pods: list[str]
+    models: dict[str, str] = field(default_factory=dict)    # role (ensemble, tokenizer, encoder) -> name
     phases: list[Phase] = field(default_factory=list)
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)   # name -> (time, value)
 
 
-def queries(ensemble: str, tokenizer: str, encoder: str, pods: list[str]) -> dict[str, str]:
+def queries(ramp: Ramp) -> dict[str, str]:
     """Series name -> PromQL, read back over the whole run."""
-    named = {f"ratio {pod}": f'{RATIO_RECORD}{{pod="{pod}"}}' for pod in pods}
-    named["texts/s (all pods)"] = f'sum(rate(nv_inference_count{{model="{ensemble}"}}[{TEXTS_RATE_WINDOW}]))'
-    for model in (tokenizer, encoder):
-        named[f"p50 queue {model} (ms)"] = f'max(nv_inference_queue_summary_us{{model="{model}", quantile="0.5"}}) / 1000'
+    models, window = ramp.models, TEXTS_RATE_WINDOW
+    named = {f"ratio {pod}": f'{RATIO_RECORD}{{pod="{pod}"}}' for pod in ramp.pods}
+    named["texts/s (all pods)"] = f'sum(rate(nv_inference_count{{model="{models["ensemble"]}"}}[{window}]))'
+    # Why the ratio levels off: Triton adds a batch's whole compute time to each request in it.
+    named[f"batch size {models['encoder']}"] = (f'sum(rate(nv_inference_count{{model="{models["encoder"]}"}}[{window}])) '
+                                                f'/ sum(rate(nv_inference_exec_count{{model="{models["encoder"]}"}}[{window}]))')
+    for role in ("tokenizer", "encoder"):
+        named[f"p50 queue {models[role]} (ms)"] = \
+            f'max(nv_inference_queue_summary_us{{model="{models[role]}", quantile="0.5"}}) / 1000'
     return named
 
 
@@ -71,7 +78,8 @@ def run(repository: Path, model: str, concurrencies: list[int], phase_s: float, 
     with monitored_pods(repository, pod_count) as (pods, prometheus):
         names = [pod.name for pod in pods]
         prometheus.wait_for(RATIO_RECORD, lambda result: len(result) == pod_count, STATE_TIMEOUT_S, "every pod's ratio")
-        ramp = Ramp(time.time(), 0.0, names)
+        ramp = Ramp(time.time(), 0.0, names, {"ensemble": ensemble, "tokenizer": files.tokenizer_model,
+                                               "encoder": files.encoder})
         time.sleep(idle_s)   # the idle stretch at the start of the figure
         for concurrency in concurrencies:
             print(f"concurrency {concurrency} on each of {pod_count} pods for {phase_s:.0f} s", flush=True)
@@ -82,7 +90,7 @@ def run(repository: Path, model: str, concurrencies: list[int], phase_s: float, 
                 raise RuntimeError(f"perf_analyzer failed at concurrency {concurrency}:\n" + "\n".join(failed))
             ramp.phases.append(Phase(concurrency, start, time.time(), sum(r.rows[0]["throughput"] for r in runs)))
         ramp.ended = _after_next_evaluation(prometheus, time.time(), pod_count)
-        named = queries(ensemble, files.tokenizer_model, files.encoder, names)
+        named = queries(ramp)
         ramp.series = {name: _range(prometheus, expr, ramp) for name, expr in named.items()}
     return ramp, named
 
@@ -115,24 +123,29 @@ def mean_between(points: list[tuple[float, float]], start: float, end: float) ->
     return sum(values) / len(values) if values else float("nan")
 
 
-def table_rows(ramp: Ramp, tokenizer_key: str, encoder_key: str) -> list[list[str]]:
+def table(ramp: Ramp) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per phase: means over the phase's second half, the rest at its end."""
+    models = ramp.models
+    header = ["concurrency per pod", "texts/s (perf_analyzer, all pods)", "texts/s (Prometheus)",
+              f"batch size {models['encoder']}", "queue/compute ratio per pod, at the end",
+              f"p50 queue {models['tokenizer']} (ms), at the end", f"p50 queue {models['encoder']} (ms), at the end"]
+    texts, batch = ramp.series["texts/s (all pods)"], ramp.series["batch size " + models["encoder"]]
+    queues = [ramp.series[f"p50 queue {models[role]} (ms)"] for role in ("tokenizer", "encoder")]
     rows = []
     for phase in ramp.phases:
+        second_half = ((phase.start + phase.end) / 2, phase.end)
         ratios = [value_at(ramp.series[f"ratio {pod}"], phase.end) for pod in ramp.pods]
-        texts = mean_between(ramp.series["texts/s (all pods)"], (phase.start + phase.end) / 2, phase.end)
-        rows.append([str(phase.concurrency), f"{phase.client_texts_per_s:.1f}", f"{texts:.1f}",
+        rows.append([str(phase.concurrency), f"{phase.client_texts_per_s:.1f}",
+                     f"{mean_between(texts, *second_half):.1f}", f"{mean_between(batch, *second_half):.1f}",
                      " / ".join(f"{ratio:.2f}" for ratio in ratios),
-                     f"{value_at(ramp.series[tokenizer_key], phase.end):.2f}",
-                     f"{value_at(ramp.series[encoder_key], phase.end):.2f}"])
-    return rows
+                     *(f"{value_at(queue, phase.end):.2f}" for queue in queues)])
+    return header, rows
 
 
 def markdown(ramp: Ramp, named: dict[str, str], command: str, machine: str) -> str:
-    tokenizer_key, encoder_key = [name for name in named if name.startswith("p50 queue")]
-    header = ["concurrency per pod", "texts/s (perf_analyzer, all pods)", "texts/s (Prometheus, 2nd half)",
-              "queue/compute ratio at the end, per pod", tokenizer_key + " at the end", encoder_key + " at the end"]
+    header, rows = table(ramp)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(ramp, tokenizer_key, encoder_key)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     queries_listed = "\n".join(f"- {name}: `{expr}`" for name, expr in named.items())
     when = datetime.fromtimestamp(ramp.started, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"# Load ramp seen through Prometheus\n\nMade by `{command}` on {when}, on {machine}.\n\n"
@@ -146,7 +159,7 @@ def write_csv(ramp: Ramp, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["seconds", *names])
         for t in times:
-            writer.writerow([f"{t - ramp.started:.0f}", *(f"{value_at(ramp.series[n], t):.4g}" for n in names)])
+            writer.writerow([f"{max(0.0, t - ramp.started):.0f}", *(f"{value_at(ramp.series[n], t):.4g}" for n in names)])
 
 
 def draw(ramp: Ramp, path: Path, machine: str) -> None:
@@ -155,8 +168,9 @@ def draw(ramp: Ramp, path: Path, machine: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = [("queue / compute ratio\n(HPA metric, 1 m)", "ratio "), (f"texts/s\n({TEXTS_RATE_WINDOW} rate)", "texts/s"),
+              (f"encoder batch size\n({TEXTS_RATE_WINDOW} rate)", "batch size"),
               ("p50 queue time (ms)\n(Triton summary)", "p50 queue")]
-    figure, axes = plt.subplots(len(groups), 1, sharex=True, figsize=(9, 8))
+    figure, axes = plt.subplots(len(groups), 1, sharex=True, figsize=(9, 10))
     for axis, (label, prefix) in zip(axes, groups):
         for name, points in ramp.series.items():
             if name.startswith(prefix):
