@@ -20,7 +20,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
