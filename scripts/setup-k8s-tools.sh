@@ -4,7 +4,7 @@
 #                                     packages), into $venv/bin, only where none is on PATH;
 #                                     checksums verified
 #   kubernetes-validate, checkov      PyPI, in their own venv $venv/tools (deploy/requirements-tools.txt)
-#   promtool                          Debian package prometheus, when missing and apt is usable
+# (promtool comes with Prometheus, unpacked by scripts/setup.sh.)
 # A tool that cannot be had here is reported; its tests then skip and say why.
 set -euo pipefail
 venv=${1:-.venv}
@@ -46,17 +46,5 @@ install_checkers() {
   "$venv/tools/bin/python" -m pip install --quiet --disable-pip-version-check -r deploy/requirements-tools.txt
 }
 
-install_promtool() {
-  command -v promtool >/dev/null && return
-  local apt=(apt-get); [ "$(id -u)" = 0 ] || apt=(sudo -n apt-get)
-  if "${apt[@]}" install -y -q prometheus >/dev/null 2>&1 \
-     || { "${apt[@]}" update -q >/dev/null 2>&1 && "${apt[@]}" install -y -q prometheus >/dev/null 2>&1; }; then
-    echo "installed promtool (Debian package prometheus)"
-  else
-    echo "warning: no promtool (Debian package prometheus, needs root): the recording-rule check will skip" >&2
-  fi
-}
-
 install_helm_kubectl
 install_checkers
-install_promtool

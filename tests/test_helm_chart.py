@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.monitoring.prometheus import find_binary
 from tests.test_docker_static import dockerfile_instructions, dockerfile_stages, requirement_pin, stage_arg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +68,10 @@ def checker(name: str) -> str:
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
+    found = find_binary("promtool")
     if not found:
-        _missing("no promtool: install the Debian package prometheus (scripts/setup-k8s-tools.sh does as root)")
-    return found
+        _missing("no promtool: scripts/setup.sh unpacks it from the Debian package prometheus")
+    return str(found)
 
 
 def render(values: Path | None = None, *sets: str, check: bool = True) -> subprocess.CompletedProcess:
