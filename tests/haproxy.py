@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import subprocess
 import time
@@ -32,7 +33,12 @@ class Backend:
 
 
 def haproxy_binary() -> str | None:
-    return shutil.which("haproxy")
+    """$HAPROXY, else haproxy on PATH, else the Debian package's /usr/sbin/haproxy (not on a
+    plain user's PATH)."""
+    for candidate in (os.environ.get("HAPROXY"), shutil.which("haproxy"), "/usr/sbin/haproxy"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def config_text(backends: list[Backend], http_port: int, grpc_port: int, stats_port: int) -> str:
