@@ -74,6 +74,9 @@ def _split_scheme(url: str) -> tuple[str | None, str]:
     if "://" not in url:
         return None, url
     scheme, rest = url.split("://", 1)
+    if scheme == "dns":   # gRPC's own target syntax, as printed for a headless Service
+        raise ClientError(f"{url!r} is a gRPC target, not a URL: write grpc://{rest.lstrip('/')} (a name with many "
+                          "records is balanced over all of them)")
     if scheme not in PROTOCOLS:
         raise ClientError(f"unsupported URL scheme {scheme!r} in {url!r}: use grpc://host:port or http://host:port")
     if "://" in rest:

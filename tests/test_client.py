@@ -58,6 +58,7 @@ def test_endpoint_takes_the_protocol_from_the_scheme_or_the_flag(given, protocol
     ("grpc://a:1,http://b:2", None, "one scheme for the whole list"),
     ("a:1,b,a:1", None, "a:1 appears more than once"),
     ("a:1,,b", None, "host\\[:port\\]"),
+    ("dns:///svc.ns.svc.cluster.local:8001", None, "write grpc://svc.ns.svc.cluster.local:8001"),
 ])
 def test_endpoint_refuses_what_it_cannot_reach(given, protocol, words):
     with pytest.raises(ClientError, match=words):
