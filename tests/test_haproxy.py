@@ -13,12 +13,11 @@ import time
 
 import pytest
 
-from serve.ports import free_port
 from tests.conftest import PROTOCOLS
 from tests.haproxy import Backend, HAProxy, haproxy_binary
 from tests.test_faults import report
-from tests.test_replicas import (FAIR_SHARE, check_no_request_failed, clients_on, ensure_all_running,
-                                 replicas, send_one_text_requests, wait_until_serving)
+from tests.test_replicas import (FAIR_SHARE, check_no_request_failed, clients_on, distinct_free_ports,
+                                 ensure_all_running, replicas, send_one_text_requests, wait_until_serving)
 
 REQUIRE_ENV = "TRITON_ENCODERS_REQUIRE_HAPROXY"   # set (CI): a missing haproxy fails instead of skipping
 REQUESTS = 1200      # per protocol: HAProxy's round-robin is exact, fewer requests show it
@@ -38,10 +37,7 @@ def haproxy_installed() -> None:
 def proxy(haproxy_installed, replicas, tmp_path_factory):   # checked first: no servers started to skip
     backends = [Backend(f"r{index}", replica.server.http_url, replica.server.grpc_url)
                 for index, replica in enumerate(replicas)]
-    ports = {free_port("127.0.0.1") for _ in range(3)}
-    while len(ports) < 3:   # the OS can hand out a port twice
-        ports.add(free_port("127.0.0.1"))
-    started = HAProxy(tmp_path_factory.mktemp("haproxy"), backends, *sorted(ports)).start()
+    started = HAProxy(tmp_path_factory.mktemp("haproxy"), backends, *distinct_free_ports(3)).start()
     yield started
     started.stop()
 

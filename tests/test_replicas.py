@@ -50,9 +50,9 @@ class Replica:
     server: LocalTritonServer
 
     @classmethod
-    def start(cls, repository) -> "Replica":
-        ports = {f"{role}_port": free_port("127.0.0.1") for role in ("http", "grpc", "metrics")}
-        return cls(LocalTritonServer(repository, model_control="explicit", load_models=[MODEL], **ports).start())
+    def start(cls, repository, ports: list[int]) -> "Replica":
+        named = dict(zip(("http_port", "grpc_port", "metrics_port"), ports, strict=True))
+        return cls(LocalTritonServer(repository, model_control="explicit", load_models=[MODEL], **named).start())
 
     def served(self) -> int:
         """Requests this server has answered since it started (Triton's own count, read once)."""
@@ -73,12 +73,23 @@ class Replica:
         return time.monotonic()
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` ports free now and all different (the OS can hand out the same free port twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port("127.0.0.1")
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 @pytest.fixture(scope="module")
 def replicas(intent_repository):
+    ports = distinct_free_ports(3 * REPLICAS)
     with contextlib.ExitStack() as cleanup:
         started = []
-        for _ in range(REPLICAS):
-            replica = Replica.start(intent_repository)
+        for index in range(REPLICAS):
+            replica = Replica.start(intent_repository, ports[3 * index:3 * index + 3])
             cleanup.callback(replica.server.stop)
             started.append(replica)
         yield started
