@@ -35,7 +35,7 @@ def haproxy_installed() -> None:
 
 @pytest.fixture(scope="module")
 def proxy(haproxy_installed, replicas, tmp_path_factory):   # checked first: no servers started to skip
-    backends = [Backend(f"r{index}", replica.server.http_url, replica.server.grpc_url)
+    backends = [Backend(f"r{index}", replica.http_url, replica.grpc_url)
                 for index, replica in enumerate(replicas)]
     started = HAProxy(tmp_path_factory.mktemp("haproxy"), backends, *distinct_free_ports(3)).start()
     yield started

@@ -13,12 +13,12 @@ import asyncio
 import collections
 import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +31,8 @@ from client import AsyncEncoderClient, AttemptCounts, EncoderClient, InputReject
 from client.errors import is_retryable, translate
 from client.replicas import REFRESH_S, Replicas
 from client.transport import grpc_targets, resolve_addresses
-from serve import LocalTritonServer
 from serve.ports import free_port
-from tests.conftest import PROTOCOLS, ROOT, model_statistics, wait_for
+from tests.conftest import PROTOCOLS, ROOT, wait_for
 from tests.test_faults import LABEL, TEXT, Load, report
 
 MODEL = "minilm-intent-fused"
@@ -42,35 +41,95 @@ REQUESTS = 2400                 # per protocol, for the fair-share test
 FAIR_SHARE = 0.40               # every replica within ±40 % of the mean
 REQUEST_TIMEOUT_S = 20.0
 REJOIN_TIMEOUT_S = 90.0         # a restarted replica serves the clients again within this
+STARTUP_TIMEOUT_S = 180.0       # python -m serve ready (loading on 2 busy cores)
+STOP_TIMEOUT_S = 60.0           # Triton's 3 s exit timeout, unloading, the launcher's own exit
 
 
-@dataclass
 class Replica:
-    """One LocalTritonServer on ports fixed for the module, so it can be stopped and started again."""
-    server: LocalTritonServer
+    """One server, run by `python -m serve` in a process of its own, on ports fixed for the module
+    so that it can be stopped (SIGTERM, which the launcher passes on to tritonserver at once) and
+    started again on the same ports.
 
-    @classmethod
-    def start(cls, repository, ports: list[int]) -> "Replica":
-        named = dict(zip(("http_port", "grpc_port", "metrics_port"), ports, strict=True))
-        return cls(LocalTritonServer(repository, model_control="explicit", load_models=[MODEL], **named).start())
+    Why not LocalTritonServer in this process: starting a server forks, and forking the test
+    process while its clients' gRPC threads run once crashed the child before it could exec
+    (SIGSEGV, empty log). `python -m serve` is started without running Python in the child."""
+
+    def __init__(self, repository, ports: list[int], log_folder) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = ports
+        self.http_url, self.grpc_url = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+        self.log = log_folder / f"serve-{self.grpc_port}.log"
+        self._command = [sys.executable, "-m", "serve", "--model-repository", str(repository),
+                         "--model-control", "explicit", "--load-model", MODEL, "--http-port", str(self.http_port),
+                         "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port)]
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        """Start and return once /v2/health/ready answers (the time.monotonic() of that)."""
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen(self._command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not self._ready():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"python -m serve on {self.grpc_url} did not get ready: "
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return time.monotonic()
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def signal_stop(self) -> None:
+        """SIGTERM, without waiting."""
+        self._process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM, and wait until the launcher (and with it tritonserver) has exited."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise AssertionError(f"python -m serve on {self.grpc_url} still ran {STOP_TIMEOUT_S:.0f} s "
+                                     f"after SIGTERM: {self.log.read_text()[-3000:]}") from None
+
+    def restart(self) -> float:
+        """Stop (SIGTERM), then start on the same ports; returns when it is ready."""
+        self.stop()
+        return self.start()
 
     def served(self) -> int:
         """Requests this server has answered since it started (Triton's own count, read once)."""
-        if not self.server.is_running():
+        if not self.is_running():
             return 0
-        with tritonclient.grpc.InferenceServerClient(self.server.grpc_url) as triton:
+        with tritonclient.grpc.InferenceServerClient(self.grpc_url) as triton:
             stats = triton.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
         return int(stats["inference_stats"].get("success", {}).get("count", 0))
 
     def served_settled(self) -> int:
-        """The same once the count has stopped moving (read after the load has ended)."""
-        return model_statistics(self.server, MODEL)["success"]
+        """The same once two reads 0.2 s apart agree (Triton counts just after it answers)."""
+        previous = self.served()
+        for _ in range(25):
+            time.sleep(0.2)
+            current = self.served()
+            if current == previous:
+                return current
+            previous = current
+        raise AssertionError(f"the count on {self.grpc_url} kept moving with no load")
 
-    def restart(self) -> float:
-        """SIGTERM (LocalTritonServer.stop), then start on the same ports; returns when it is ready."""
-        self.server.stop()
-        self.server.start()
-        return time.monotonic()
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def __repr__(self) -> str:
+        return f"Replica(grpc {self.grpc_url}, http {self.http_url}, {'running' if self.is_running() else 'stopped'})"
 
 
 def distinct_free_ports(count: int) -> list[int]:
@@ -84,28 +143,29 @@ def distinct_free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def replicas(intent_repository):
-    ports = distinct_free_ports(3 * REPLICAS)
+def replicas(intent_repository, tmp_path_factory):
+    ports, logs = distinct_free_ports(3 * REPLICAS), tmp_path_factory.mktemp("replicas")
     with contextlib.ExitStack() as cleanup:
         started = []
         for index in range(REPLICAS):
-            replica = Replica.start(intent_repository, ports[3 * index:3 * index + 3])
-            cleanup.callback(replica.server.stop)
+            replica = Replica(intent_repository, ports[3 * index:3 * index + 3], logs)
+            cleanup.callback(replica.stop)
+            replica.start()
             started.append(replica)
         yield started
 
 
 def replicas_url(replicas: list[Replica], protocol: str) -> str:
     """grpc://a:p,b:p,c:p (or http://...): the list form of the client's URL."""
-    addresses = [r.server.grpc_url if protocol == "grpc" else r.server.http_url for r in replicas]
+    addresses = [r.grpc_url if protocol == "grpc" else r.http_url for r in replicas]
     return f"{protocol}://{','.join(addresses)}"
 
 
 def ensure_all_running(replicas: list[Replica]) -> None:
     """A test that failed half-way may leave a replica stopped: the next one starts from three."""
     for replica in replicas:
-        if not replica.server.is_running():
-            replica.server.start()
+        if not replica.is_running():
+            replica.start()
 
 
 # ----- no server needed: the rotation's rules ------------------------------------------------------
@@ -257,7 +317,7 @@ def clients_on(urls: dict[str, str]):
 def wait_until_serving(replica: Replica, load: Load) -> None:
     """The clients send to the restarted replica again: its count rises while the load runs."""
     assert wait_for(lambda: replica.served() > 0, timeout_s=REJOIN_TIMEOUT_S), (
-        f"{replica.server} got no request within {REJOIN_TIMEOUT_S:.0f} s of its restart; {load.summary()}")
+        f"{replica} got no request within {REJOIN_TIMEOUT_S:.0f} s of its restart; {load.summary()}")
 
 
 def urls_of(replicas: list[Replica]) -> dict[str, str]:
@@ -278,12 +338,11 @@ def test_one_replica_stopped_with_sigterm_and_started_again_under_load_fails_no_
     with clients_on(urls_of(replicas)) as (clients, load):
         time.sleep(1.0)
         signalled = time.monotonic()
-        stopped.server.stop()                     # SIGTERM; returns once the server has exited
+        stopped.stop()                            # SIGTERM; returns once the server has exited
         exited = time.monotonic()
         before = [replica.served() for replica in others]
         assert wait_for(lambda: all(r.served() > b for r, b in zip(others, before)), timeout_s=30), load.summary()
-        stopped.server.start()                    # the same ports
-        restarted = time.monotonic()
+        restarted = stopped.start()               # the same ports
         wait_until_serving(stopped, load)
         rejoined = time.monotonic()
     check_no_request_failed(
@@ -317,8 +376,8 @@ class RawOutcome:
 
 async def raw_load_until(replica: Replica, stop: asyncio.Event, outcomes: list[RawOutcome], workers: int = 6):
     """tritonclient's own aio clients, no retries: requests of 8 texts, one after another per worker."""
-    grpc = tritonclient.grpc.aio.InferenceServerClient(replica.server.grpc_url)
-    http = tritonclient.http.aio.InferenceServerClient(replica.server.http_url, conn_limit=workers)
+    grpc = tritonclient.grpc.aio.InferenceServerClient(replica.grpc_url)
+    http = tritonclient.http.aio.InferenceServerClient(replica.http_url, conn_limit=workers)
     texts = np.array([[TEXT.encode()]] * 8, dtype=object)
 
     async def worker(protocol: str, client, module) -> None:
@@ -335,7 +394,7 @@ async def raw_load_until(replica: Replica, stop: asyncio.Event, outcomes: list[R
                 await asyncio.sleep(0.05)
 
     async def readiness() -> None:   # what a load balancer's health check would see: /v2/health/ready
-        probe = tritonclient.http.aio.InferenceServerClient(replica.server.http_url)
+        probe = tritonclient.http.aio.InferenceServerClient(replica.http_url)
         try:
             while not stop.is_set():
                 started, error = time.monotonic(), None
@@ -374,9 +433,9 @@ def test_what_triton_2_51_does_with_requests_when_sigtermed(replicas):
         load = asyncio.create_task(raw_load_until(replica, stop, outcomes))
         await asyncio.sleep(2.0)
         signalled = time.monotonic()
-        os.kill(replica.server.pid, signal.SIGTERM)
-        gone = await asyncio.to_thread(wait_for, lambda: not replica.server.is_running(), 60.0)
-        assert gone, "tritonserver still runs 60 s after SIGTERM"
+        replica.signal_stop()
+        gone = await asyncio.to_thread(wait_for, lambda: not replica.is_running(), STOP_TIMEOUT_S)
+        assert gone, f"the server still runs {STOP_TIMEOUT_S:.0f} s after SIGTERM"
         exited = time.monotonic()
         await asyncio.sleep(0.5)
         stop.set()
@@ -384,7 +443,7 @@ def test_what_triton_2_51_does_with_requests_when_sigtermed(replicas):
         return signalled, exited - signalled
 
     signalled, exited = asyncio.run(run())
-    replica.server.stop()   # reaps the process; the next test starts it again
+    replica.stop()   # reaps the process; the next test starts it again
     probes = [o for o in outcomes if o.protocol == "ready"]
     last_ready = max(o.started for o in probes if o.error is None) - signalled
     not_ready = sorted((o for o in probes if o.error is not None), key=lambda o: o.started)
