@@ -48,4 +48,18 @@ if [ ! -x "$venv/bin/prometheus" ] && ! command -v prometheus >/dev/null 2>&1; t
          "the live monitoring tests will skip" >&2
   fi
 fi
+
+# HAProxy for tests/test_haproxy.py (which skips itself without it): the Debian package, where
+# this user may install one; never fatal.
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ] && command -v apt-get >/dev/null 2>&1; then
+  as_root=""
+  [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && as_root="sudo -n"; } || as_root="none"
+  if [ "$as_root" = "none" ]; then
+    echo "note: haproxy is not installed and this user cannot install it; tests/test_haproxy.py will skip"
+  else
+    $as_root apt-get install -y -q --no-install-recommends haproxy >/dev/null 2>&1 \
+      || { $as_root apt-get update -q >/dev/null 2>&1 && $as_root apt-get install -y -q --no-install-recommends haproxy >/dev/null 2>&1; } \
+      || echo "note: could not install haproxy (apt-get install haproxy); tests/test_haproxy.py will skip"
+  fi
+fi
 echo "environment ready: $venv"
