@@ -4,34 +4,44 @@ The server runs in its own session (process group): Ctrl-C in a terminal reaches
 the launcher, which then stops the server in order, and the group lets us kill the
 Python-backend stubs the server forked if the server itself had to be killed. The
 kernel also sends the server SIGTERM if the launcher dies without stopping it
-(PR_SET_PDEATHSIG). Caveat: that signal follows the *thread* that started the server,
+(PR_SET_PDEATHSIG, set by util-linux's `setpriv --pdeathsig`, which then execs the server
+in the same process). Caveat: that signal follows the *thread* that started the server,
 so start it from a thread that lives as long as the server should (the main thread).
+
+Why setpriv and not a `preexec_fn`: Python code run between fork and exec is unsafe when
+the launcher has other threads (gRPC client threads in the tests did): a child crashed
+with SIGSEGV before exec once. setpriv does the same in C after exec.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 logger = logging.getLogger("serve")
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not load anything before exec
-
-
 def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """Start `command` in a new session, its stdout and stderr going to `log_path` (truncated)."""
     with open(log_path, "wb") as log:
         # Both streams: NVML, gRPC and bind errors bypass Triton's own --log-file.
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            _with_parent_death_signal(command), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
+
+
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """`command` run through `setpriv --pdeathsig TERM`, so the kernel stops it if we die."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        logger.warning("setpriv (util-linux) not found: the server will outlive a launcher that is killed")
+        return command
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 def terminate(process: subprocess.Popen, grace_s: float) -> None:
@@ -93,8 +103,3 @@ def remove_shared_memory(prefix: str) -> None:
     The prefix is unique to one server run, so only its own regions go."""
     for region in Path("/dev/shm").glob(prefix + "*"):
         region.unlink(missing_ok=True)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask the kernel for SIGTERM when the launcher dies."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
