@@ -69,6 +69,10 @@ COPY --from=requirements /tmp/requirements-perf.txt /tmp/
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-perf.txt \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 COPY perf/ perf/
+# perf writes and reads config.pbtxt through convert's protobuf config writer (perf/runner.py,
+# perf/echo.py); the rest of convert (torch export, validation) stays out of this image.
+# tests/test_docker_images.py imports every perf module in exactly this layout.
+COPY convert/__init__.py convert/triton_config.py convert/
 RUN mkdir -p perf/results && chown 1000:1000 perf/results
 
 USER 1000:1000

@@ -1,0 +1,198 @@
+"""What each image holds and runs, checked without Docker: the layout its COPY lines make,
+the modules its commands import, the folders its models write, the runs its sweep can make.
+
+Each check reads the Dockerfile and docker-compose.yml as they are (nothing is listed here
+by hand), lays out in an empty folder exactly the project files a stage copies, and runs
+there what the stage's commands would run. A stage that misses a module its command
+imports fails here, not on a GPU host's first `docker compose up`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_docker_static import (COMPOSE, DOCKERFILE, ROOT, Stage, dockerfile_stages, dockerignore_excludes,
+                                      service_command)
+
+# The image's interpreter is Python 3.12 with the stage's pip packages; the project's
+# environment has every package the stages install, so it stands in for them here.
+PYTHON = sys.executable
+MODULE_COMMAND = re.compile(r"\bpython3?(?:\.\d+)?\s+(?:-[A-Za-z]+\s+)*-m\s+([\w.]+)")
+SCRIPT_COMMAND = re.compile(r"\bpython3?(?:\.\d+)?\s+(?:-[A-Za-z]+\s+)*(/\S+\.py)\b")
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, Stage]:
+    return dockerfile_stages(DOCKERFILE)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+# ---------------------------------------------------------------- laying out an image
+
+def stage_chain(stages: dict[str, Stage], name: str) -> list[Stage]:
+    """The stage and the stages it is built FROM, base first."""
+    chain = [stages[name]]
+    while chain[0].base in stages:
+        chain.insert(0, stages[chain[0].base])
+    return chain
+
+
+def _copy_tree(source: Path, destination: Path) -> None:
+    """Docker's COPY of a folder: its contents, less what .dockerignore keeps out of the context."""
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(ROOT).as_posix()
+        if path.is_file() and not dockerignore_excludes(relative):
+            target = destination / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def _copy(sources: list[str], destination: str, root: Path) -> None:
+    target = root / destination.lstrip("/")
+    for source in sources:
+        path = ROOT / source
+        if path.is_dir():
+            _copy_tree(path, target)
+        elif destination.endswith("/"):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / path.name)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def lay_out(stages: dict[str, Stage], name: str, root: Path) -> str:
+    """Copy into `root` (the image's /) the project files the stage's COPY lines bring;
+    return the stage's final WORKDIR (an image path)."""
+    workdir = "/"
+    for stage in stage_chain(stages, name):
+        for keyword, arguments in stage.instructions:
+            if keyword == "WORKDIR":
+                workdir = posixpath.join(workdir, arguments)
+            elif keyword == "COPY" and "--from=" not in arguments:
+                tokens = [t for t in shlex.split(arguments) if not t.startswith("--")]
+                _copy(tokens[:-1], posixpath.join(workdir, tokens[-1]), root)
+    (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+# ---------------------------------------------------------------- what the commands run
+
+def _as_text(command) -> str:
+    if isinstance(command, list):
+        return " ".join(command)
+    if command.lstrip().startswith("["):
+        return " ".join(json.loads(command))   # the exec form of CMD
+    return command
+
+
+def stage_commands(stages: dict[str, Stage], compose: dict, name: str) -> list[str]:
+    """Everything that runs Python in the stage: its RUN lines (at build time), its CMD and
+    HEALTHCHECK, and the command and healthcheck of every compose service built from it."""
+    stage = stages[name]
+    commands = stage.args("RUN") + [_as_text(c) for c in stage.args("CMD")] + stage.args("HEALTHCHECK")
+    for service in compose["services"].values():
+        if service.get("build", {}).get("target") == name:
+            if "command" in service:
+                commands.append(service_command(service))
+            if "healthcheck" in service:
+                commands.append(_as_text(service["healthcheck"]["test"]))
+    return commands
+
+
+def _is_triton_model(path: Path) -> bool:
+    """A Python-backend model file: Triton runs it inside the server, no command imports it as is."""
+    return "class TritonPythonModel" in path.read_text()
+
+
+def modules_to_import(commands: list[str], workdir: Path) -> tuple[list[str], list[str]]:
+    """(modules, scripts): for each `python -m pkg...`, every module of that package the layout
+    holds (a subcommand may import any of them); for each `python /path/script.py`, the script."""
+    modules, scripts = set(), set()
+    for command in commands:
+        for entry in MODULE_COMMAND.findall(command):
+            package = workdir / entry.split(".")[0]
+            modules.add(entry)
+            for path in package.rglob("*.py") if package.is_dir() else []:
+                if not _is_triton_model(path):
+                    modules.add(".".join(path.relative_to(workdir).with_suffix("").parts).removesuffix(".__init__"))
+        scripts.update(SCRIPT_COMMAND.findall(command))
+    return sorted(modules), sorted(scripts)
+
+
+# Only a missing module counts: some modules refuse to load without their settings
+# (perf.fastapi_app wants the model it serves in its environment), which is by design.
+IMPORT_ALL = """
+import importlib, json, runpy, sys
+failures = {}
+modules, scripts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        failures[name] = f"{type(error).__name__}: {error}"
+    except Exception:
+        pass
+for path in scripts:
+    try:
+        runpy.run_path(path, run_name="imported_by_the_test")   # its imports, not its main()
+    except ImportError as error:
+        failures[path] = f"{type(error).__name__}: {error}"
+print(json.dumps(failures))
+"""
+
+
+def import_in_layout(root: Path, workdir: str, modules: list[str], scripts: list[str]) -> dict[str, str]:
+    """Import the modules as `python3 -m` would from the stage's WORKDIR: only the laid-out
+    project files and the installed packages are on the path (-E: no PYTHONPATH, -s: no user site)."""
+    cwd = root / workdir.lstrip("/")
+    local_scripts = [str(root / script.lstrip("/")) for script in scripts]
+    result = subprocess.run([PYTHON, "-E", "-s", "-c", IMPORT_ALL, json.dumps(modules), json.dumps(local_scripts)],
+                            cwd=cwd, capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _stages_that_run_python(stages, compose) -> list[str]:
+    return [name for name in stages
+            if any(MODULE_COMMAND.search(c) or SCRIPT_COMMAND.search(c) for c in stage_commands(stages, compose, name))]
+
+
+def test_every_stage_that_runs_python_is_checked(stages, compose):
+    # The perf, convert and triton images run Python (a sweep, the converter, the healthcheck):
+    # if the parsing above stopped seeing one of them, the import test would pass on nothing.
+    assert {"perf", "convert", "triton"} <= set(_stages_that_run_python(stages, compose))
+
+
+@pytest.mark.parametrize("stage_name", ["perf", "convert", "triton"])
+def test_each_images_commands_import_from_what_the_image_holds(stages, compose, stage_name, tmp_path):
+    workdir = lay_out(stages, stage_name, tmp_path)
+    modules, scripts = modules_to_import(stage_commands(stages, compose, stage_name), tmp_path / workdir.lstrip("/"))
+    assert modules or scripts, f"{stage_name}: no Python command found"
+    failures = import_in_layout(tmp_path, workdir, modules, scripts)
+    assert not failures, (f"the {stage_name} image lacks what its commands import (add it to the stage's COPY lines "
+                          f"and to .dockerignore's allowed paths): {failures}")
+
+
+def test_the_import_check_catches_a_missing_project_module(tmp_path):
+    # The check above means something only if a module the layout lacks fails it.
+    (tmp_path / "app" / "tool").mkdir(parents=True)
+    (tmp_path / "app" / "tool" / "__init__.py").write_text("")
+    (tmp_path / "app" / "tool" / "run.py").write_text("from convert.triton_config import read_config\n")
+    failures = import_in_layout(tmp_path, "/app", *modules_to_import(["python3 -m tool run"], tmp_path / "app"))
+    assert failures == {"tool.run": "ModuleNotFoundError: No module named 'convert'"}
