@@ -196,3 +196,73 @@ def test_the_import_check_catches_a_missing_project_module(tmp_path):
     (tmp_path / "app" / "tool" / "run.py").write_text("from convert.triton_config import read_config\n")
     failures = import_in_layout(tmp_path, "/app", *modules_to_import(["python3 -m tool run"], tmp_path / "app"))
     assert failures == {"tool.run": "ModuleNotFoundError: No module named 'convert'"}
+
+
+# ---------------------------------------------------------------- folders the served models write
+
+def gpu_encoder_paths() -> dict[str, str]:
+    """Every path the GPU encoder's config.pbtxt names, from convert's own config writer."""
+    from convert import triton_config as tc
+
+    tokens = [tc.Tensor(name, tc.INT64, (-1,)) for name in ("input_ids", "attention_mask")]
+    config = tc.gpu_encoder_config("minilm-intent-encoder", tokens, [tc.Tensor("probabilities", tc.FP32, (157,))],
+                                   tc.Batching(32, 0), max_length=128, opt_length=64, use_tensorrt=True,
+                                   warmup_files={t.name: t.name for t in tokens}, warmup_length=12)
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    return {key: value for accelerator in accelerators for key, value in accelerator.parameters.items()
+            if key.endswith("_path")}
+
+
+def _mkdir_targets(run: str) -> list[str]:
+    return [word for match in re.findall(r"\bmkdir\s+([^&;|]+)", run) for word in match.split()
+            if not word.startswith("-")]
+
+
+def _chowned_to_the_user(run: str, user: str) -> list[str]:
+    targets = []
+    for match in re.findall(r"\bchown\s+([^&;|]+)", run):
+        words = [word for word in match.split() if not word.startswith("-")]
+        if words and words[0].split(":")[0] == user:
+            targets += words[1:]
+    return targets
+
+
+def serving_layout(stages: dict[str, Stage], compose: dict, root: Path) -> tuple[set[str], list[str]]:
+    """Build in `root` the folders the server's image has for its user to write: /tmp (every
+    image has it, writable by all) and what the stage's RUN lines make and give to that user.
+    Returns (folders the user may write, read-only mount points of the compose service)."""
+    user = stages["triton"].args("USER")[-1].split(":")[0]
+    (root / "tmp").mkdir()
+    writable = {"/tmp"}
+    for stage in stage_chain(stages, "triton"):
+        for run in stage.args("RUN"):
+            for folder in _mkdir_targets(run):
+                (root / folder.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            writable.update(_chowned_to_the_user(run, user))
+    read_only = [volume.split(":")[1] for volume in compose["services"]["triton"].get("volumes", [])
+                 if volume.endswith(":ro")]
+    return writable, read_only
+
+
+def test_every_folder_the_gpu_config_names_can_be_made_by_the_serving_user(stages, compose, tmp_path):
+    # ONNX Runtime's TensorRT provider makes its engine and timing cache folders with one
+    # std::filesystem::create_directory: the parent must exist and the server's user write it.
+    paths = gpu_encoder_paths()
+    assert {"trt_engine_cache_path", "trt_timing_cache_path"} <= set(paths)
+    writable, read_only = serving_layout(stages, compose, tmp_path)
+    made_by_the_server = set()
+    for key, path in sorted(paths.items()):
+        assert posixpath.isabs(path), f"{key}: {path} depends on the server's working folder"
+        assert not any(path == mount or path.startswith(mount.rstrip("/") + "/") for mount in read_only), \
+            f"{key}: {path} is under a read-only mount {read_only}"
+        target = tmp_path / path.lstrip("/")
+        if not target.is_dir():
+            try:
+                target.mkdir()   # one level, as create_directory does
+            except FileNotFoundError:
+                pytest.fail(f"{key}: {path} needs {posixpath.dirname(path)}, which the triton image lacks: "
+                            "create it in the Dockerfile or name a folder directly under one that exists")
+            assert posixpath.dirname(path) in writable, f"{key}: the serving user cannot write {posixpath.dirname(path)}"
+            made_by_the_server.add(path)
+        else:
+            assert path in writable | made_by_the_server, f"{key}: {path} exists in the image but is not the serving user's"
