@@ -266,3 +266,66 @@ def test_every_folder_the_gpu_config_names_can_be_made_by_the_serving_user(stage
             made_by_the_server.add(path)
         else:
             assert path in writable | made_by_the_server, f"{key}: {path} exists in the image but is not the serving user's"
+
+
+# ---------------------------------------------------------------- the GPU sweep, as compose runs it
+
+def _option(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def _gpu_devices(service: dict) -> list[dict]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+def compose_skip_reasons(compose: dict) -> dict[str, str]:
+    """Run key -> why `docker compose --profile perf run perf` would skip it: the runner's own
+    rules (perf.runner.skip_reason) on the URLs compose passes, and what the containers share."""
+    from perf.runner import skip_reason
+    from perf.sweeps import TRITON_RUNTIMES, load_sweep
+
+    services = compose["services"]
+    perf, triton = services["perf"], services["triton"]
+    command = perf["command"]
+    endpoints = {"grpc": _option(command, "--grpc-url"), "http": _option(command, "--http-url"),
+                 "echo": False, "started_here": False}
+    # /dev/shm is private to a container unless it joins the server's IPC namespace, which
+    # Docker allows only when the server's is shareable.
+    shares_shm = perf.get("ipc") == "service:triton" and triton.get("ipc") == "shareable"
+    reasons = {}
+    for spec in load_sweep(_option(command, "--preset")).runs:
+        if spec.runtime not in TRITON_RUNTIMES:
+            continue   # in-process baselines run in the perf container itself
+        reason = skip_reason(spec, endpoints, has_fused=False)   # GPU builds have no fused model
+        if not reason and spec.shared_memory != "none" and not shares_shm:
+            reason = "system shared memory needs the perf container in the server's IPC namespace"
+        if not reason and spec.shared_memory == "cuda" and not _gpu_devices(perf):
+            reason = "CUDA shared memory needs a GPU in the perf container"
+        if reason:
+            reasons[spec.key] = reason
+    return reasons
+
+
+def test_the_gpu_sweep_holds_no_run_that_compose_would_skip(compose):
+    assert not compose_skip_reasons(compose)
+
+
+def test_shared_memory_runs_reach_the_server_on_its_own_host(compose):
+    from perf.sweeps import load_sweep
+
+    perf = compose["services"]["perf"]
+    assert any(spec.shared_memory != "none" for spec in load_sweep(_option(perf["command"], "--preset")).runs), \
+        "the sweep measures shared memory (drop this test if that is ever dropped on purpose)"
+    assert perf.get("network_mode") == "service:triton", "localhost in the perf container must be the server"
+    assert _option(perf["command"], "--grpc-url").startswith("localhost:")
+
+
+def test_the_skip_check_sees_a_run_compose_would_skip(compose):
+    # The same compose file with the perf container on its own network, as it was: every
+    # shared-memory run is skipped there, and the check above must say so.
+    perf = compose["services"]["perf"]
+    old = {**compose, "services": {**compose["services"], "perf": {
+        **{k: v for k, v in perf.items() if k not in ("network_mode", "ipc")},
+        "command": [part.replace("localhost:", "triton:") for part in perf["command"]]}}}
+    reasons = compose_skip_reasons(old)
+    assert reasons and all("shared memory" in reason for reason in reasons.values())

@@ -297,7 +297,7 @@ def test_perf_runs_the_gpu_sweep_against_the_server(compose):
     perf = compose["services"]["perf"]
     command = service_command(perf)
     assert "-m perf run" in command and "--preset gpu-t4" in command
-    assert "triton:8001" in command and "triton:8000" in command
+    assert "localhost:8001" in command and "localhost:8000" in command   # in the server's network namespace
     assert (ROOT / "perf" / "sweeps" / "gpu-t4.yaml").is_file()
     assert "deploy" not in perf, "perf_analyzer needs no GPU; the server has it"
 
