@@ -339,3 +339,20 @@ def test_the_skip_check_sees_a_run_compose_would_skip(compose):
         "command": [part.replace("localhost:", "triton:") for part in perf["command"]]}}}
     reasons = compose_skip_reasons(old)
     assert reasons and all("shared memory" in reason for reason in reasons.values())
+
+
+# ---------------------------------------------------------------- the served answers, verified
+
+def test_compose_verifies_the_served_answers_once_the_server_is_healthy(compose, stages):
+    services = compose["services"]
+    verify = services["verify"]
+    assert "profiles" not in verify, "a plain `docker compose up` must verify what it serves"
+    assert verify["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert verify.get("restart") == "no", "a one-shot check, not a service to keep up"
+    command = verify["command"]
+    assert command[:3] == ["python3", "-m", "convert.verify"]
+    assert _option(command, "--url").endswith("triton:8001") and _option(command, "--repository") == "/models/repository"
+    assert _option(command, "--model") in services["triton"]["healthcheck"]["test"], "the model the server serves"
+    # The reference needs torch and the checkpoint: the converter's image has both.
+    assert verify["build"]["target"] == "convert" and verify["image"] == services["convert"]["image"]
+    assert "model-repository:/models:ro" in verify["volumes"]
