@@ -356,3 +356,39 @@ def test_compose_verifies_the_served_answers_once_the_server_is_healthy(compose,
     # The reference needs torch and the checkpoint: the converter's image has both.
     assert verify["build"]["target"] == "convert" and verify["image"] == services["convert"]["image"]
     assert "model-repository:/models:ro" in verify["volumes"]
+
+
+# ---------------------------------------------------------------- Model Analyzer on the GPU host
+
+MODEL_ANALYZER = ROOT / "perf" / "model_analyzer.yaml"
+COPY_OUT = re.compile(r"docker compose cp triton:/models/repository \./(\S+)")
+
+
+def test_model_analyzer_profiles_the_gpu_repository_in_the_projects_serving_image(compose):
+    text = MODEL_ANALYZER.read_text()
+    settings = yaml.safe_load(text)
+    # The GPU repository lives in compose's volume; the config's header says how to copy it out,
+    # and the config profiles that copy (not triton_models/, the CPU build's Python-backend encoder).
+    copied = COPY_OUT.search(text)
+    assert copied, "perf/model_analyzer.yaml must say how to copy the GPU repository out of the volume"
+    assert settings["model_repository"] == copied.group(1) != "triton_models"
+    # The stock NGC server lacks the tokenizer model's packages (tokenizers, numpy<2): the project's image has them.
+    assert settings["triton_launch_mode"] == "docker"
+    assert settings["triton_docker_image"] == compose["services"]["triton"]["image"]
+    for folder in (settings["model_repository"], "perf/model_analyzer"):
+        assert dockerignore_excludes(folder), f"{folder} must stay out of the build context"
+
+
+def test_model_analyzer_searches_models_and_inputs_the_gpu_build_has(tmp_path):
+    from convert.source import minilm_checkpoint
+    from perf.inputs import load_tokenizer, write_input_files
+
+    settings = yaml.safe_load(MODEL_ANALYZER.read_text())
+    gpu_models = {"minilm-intent", "minilm-intent-encoder", "minilm-intent-encoder-cuda", "minilm-intent-encoder-trt"}
+    assert set(settings["profile_models"]) <= gpu_models
+    written = write_input_files(load_tokenizer(minilm_checkpoint() / "tokenizer.json"), 128, 7, tmp_path)
+    for model, search in settings["profile_models"].items():
+        input_data = Path(search["perf_analyzer_flags"]["input-data"])
+        assert input_data.parent == Path("perf/inputs") and input_data.name in {p.name for p in written.values()}, model
+        kinds = {group["kind"] for groups in search["model_config_parameters"]["instance_group"] for group in groups}
+        assert kinds == {"KIND_GPU"}, f"{model}: the GPU encoders run on the GPU"
