@@ -123,9 +123,10 @@ COPY serve/healthcheck.py /opt/triton-encoders/healthcheck.py
 USER 1000:1000
 EXPOSE 8000 8001 8002
 
-# Healthy means ready (every model loaded and warmed up; TensorRT engines are built during
-# that warm-up) AND the default model answering a real request: a dead Python-backend stub
-# leaves its model READY but failing, which only an inference shows.
+# Healthy means ready (every model loaded and warmed up; ONNX Runtime builds the TensorRT engines
+# when it loads the encoder, which has explicit profile shapes for every input) AND the default
+# model answering a real request: a dead Python-backend stub leaves its model READY but failing,
+# which only an inference shows.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "/opt/triton-encoders/healthcheck.py"]
 

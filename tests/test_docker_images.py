@@ -392,3 +392,26 @@ def test_model_analyzer_searches_models_and_inputs_the_gpu_build_has(tmp_path):
         assert input_data.parent == Path("perf/inputs") and input_data.name in {p.name for p in written.values()}, model
         kinds = {group["kind"] for groups in search["model_config_parameters"]["instance_group"] for group in groups}
         assert kinds == {"KIND_GPU"}, f"{model}: the GPU encoders run on the GPU"
+
+
+# ---------------------------------------------------------------- the GPU tests' command
+
+def _compose_run_command(text: str) -> str:
+    """The `docker compose run ... pytest ...` command in a text, continuation lines joined."""
+    joined = re.sub(r"\\\s*\n\s*", " ", text)
+    match = re.search(r"docker compose run [^\n]*pytest[^\n]*", joined)
+    assert match, "no `docker compose run ... pytest` command found"
+    return " ".join(match.group(0).split())
+
+
+def test_gpu_tests_command_mounts_the_tests_the_image_lacks(stages, tmp_path):
+    import tests.test_gpu as gpu_tests
+
+    documented = _compose_run_command((ROOT / "docs" / "GPU.md").read_text())
+    assert _compose_run_command(gpu_tests.__doc__) == documented, "tests/test_gpu.py and docs/GPU.md disagree"
+    workdir = lay_out(stages, "convert", tmp_path)
+    image_workdir = tmp_path / workdir.lstrip("/")
+    assert not (image_workdir / "tests").exists(), "the convert image holds no tests/: the command must mount them"
+    service = shlex.split(documented)[documented.split().index("pytest") - 3]
+    assert service == "convert", f"the GPU tests run in the convert image, not {service}"
+    assert f"/tests:{workdir}/tests:ro" in documented and f"/pyproject.toml:{workdir}/pyproject.toml:ro" in documented

@@ -268,7 +268,7 @@ def test_server_ports_shared_memory_ulimits_and_healthcheck(compose):
     # The script the serving image copies in (tests/test_faults.py runs it against a real server).
     assert health["test"][:3] == ["CMD", "python3", "/opt/triton-encoders/healthcheck.py"]
     assert "minilm-intent" in health["test"]
-    assert health["start_period"], "TensorRT engines build during warm-up: the first check must wait"
+    assert health["start_period"], "loading the encoder builds the TensorRT engines: the first check must wait"
 
 
 def test_server_bounds_the_http_request_size_like_the_local_server(compose):
