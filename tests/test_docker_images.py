@@ -415,3 +415,21 @@ def test_gpu_tests_command_mounts_the_tests_the_image_lacks(stages, tmp_path):
     service = shlex.split(documented)[documented.split().index("pytest") - 3]
     assert service == "convert", f"the GPU tests run in the convert image, not {service}"
     assert f"/tests:{workdir}/tests:ro" in documented and f"/pyproject.toml:{workdir}/pyproject.toml:ro" in documented
+
+
+# ---------------------------------------------------------------- the images' Python, tested
+
+def test_the_images_python_is_supported_and_tested_in_ci():
+    from packaging.specifiers import SpecifierSet
+
+    images_python = re.search(r"with Python (3\.\d+)", DOCKERFILE.read_text()).group(1)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    supported = SpecifierSet(re.search(r'^requires-python = "([^"]+)"', pyproject, re.MULTILINE).group(1))
+    assert supported.contains(images_python), f"the images run Python {images_python}; pyproject says {supported}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^PYTHON312 \?= python{re.escape(images_python)}$", makefile, re.MULTILINE)
+    recipe = makefile.split("\ntest-py312:", 1)[1].split("\n\n", 1)[0]
+    assert "$(VENV312)/bin/python -m pytest" in recipe
+    for test_file in re.findall(r"tests/test_\w+\.py", recipe):
+        assert (ROOT / test_file).is_file(), f"make test-py312 names {test_file}, which does not exist"
+    assert re.search(r"^make test-py312$", (ROOT / ".ci" / "run").read_text(), re.MULTILINE), "CI must run it"
