@@ -105,6 +105,8 @@ RUN python3 -m pip install --no-cache-dir --extra-index-url https://pypi.nvidia.
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 
 COPY convert/ convert/
+# The client, for `python -m convert.verify` (docker-compose.yml's verify service).
+COPY client/ client/
 # Fails the build when the TensorRT bindings and the image's libnvinfer differ.
 RUN python3 -m convert.tensorrt_engine --strict
 

@@ -27,6 +27,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from client import ClientError, EncoderClient
+from client.model_info import ModelInfo
 from convert.errors import ConvertError
 from convert.sentences import validation_sentences
 from convert.source import PRESETS, ModelSpec, resolve_model_spec
@@ -37,7 +39,7 @@ PASSED, FAILED, CANNOT_RUN = 0, 1, 2
 @dataclass(frozen=True)
 class Target:
     """What is compared: the served model, and the checkpoint its reference is built from."""
-    info: object            # client.ModelInfo
+    info: ModelInfo
     spec: ModelSpec
     precision: str
     reference_source: str   # said in the report: where the reference came from
@@ -88,7 +90,7 @@ def reference_spec(args: argparse.Namespace, entry: dict, name: str) -> tuple[Mo
                        "pass --checkpoint (and --head for a classifier)")
 
 
-def resolve_target(args: argparse.Namespace, info) -> Target:
+def resolve_target(args: argparse.Namespace, info: ModelInfo) -> Target:
     entry = manifest_entry(args.repository, info.name)
     spec, source = reference_spec(args, entry, info.name)
     if spec.task != info.task:
@@ -125,7 +127,7 @@ def reference_rows(spec: ModelSpec, texts: list[str], max_length: int, output: s
     return np.concatenate(rows)
 
 
-def served_rows(client, texts: list[str], is_classifier: bool) -> tuple[np.ndarray, np.ndarray]:
+def served_rows(client: EncoderClient, texts: list[str], is_classifier: bool) -> tuple[np.ndarray, np.ndarray]:
     """(one text per request, the whole list at once: batches of max_batch_size) from the server."""
     ask = client.probabilities if is_classifier else client.embed
     single = np.concatenate([ask([text]) for text in texts])
@@ -144,7 +146,7 @@ def metrics(candidate: np.ndarray, expected: np.ndarray, is_classifier: bool, pr
     return found
 
 
-def compare(target: Target, client, texts: list[str]):
+def compare(target: Target, client: EncoderClient, texts: list[str]):
     from convert import validate
 
     is_classifier = target.info.is_classifier
@@ -179,8 +181,6 @@ def show(report, target: Target, endpoint: str, console: Console) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from client import EncoderClient
-
     texts = [text for text in validation_sentences() if text.strip()]   # the server refuses empty text
     with EncoderClient(args.url, model=args.model, timeout_s=args.timeout) as client:
         target = resolve_target(args, client.info)
@@ -195,8 +195,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
-    from client import ClientError
-
     try:
         return run(args, Console())
     except (ConvertError, ClientError) as error:
