@@ -69,6 +69,10 @@ COPY --from=requirements /tmp/requirements-perf.txt /tmp/
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-perf.txt \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 COPY perf/ perf/
+# perf writes and reads config.pbtxt through convert's protobuf config writer (perf/runner.py,
+# perf/echo.py); the rest of convert (torch export, validation) stays out of this image.
+# tests/test_docker_images.py imports every perf module in exactly this layout.
+COPY convert/__init__.py convert/triton_config.py convert/
 RUN mkdir -p perf/results && chown 1000:1000 perf/results
 
 USER 1000:1000
@@ -101,6 +105,8 @@ RUN python3 -m pip install --no-cache-dir --extra-index-url https://pypi.nvidia.
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 
 COPY convert/ convert/
+# The client, for `python -m convert.verify` (docker-compose.yml's verify service).
+COPY client/ client/
 # Fails the build when the TensorRT bindings and the image's libnvinfer differ.
 RUN python3 -m convert.tensorrt_engine --strict
 
@@ -119,9 +125,10 @@ COPY serve/healthcheck.py /opt/triton-encoders/healthcheck.py
 USER 1000:1000
 EXPOSE 8000 8001 8002
 
-# Healthy means ready (every model loaded and warmed up; TensorRT engines are built during
-# that warm-up) AND the default model answering a real request: a dead Python-backend stub
-# leaves its model READY but failing, which only an inference shows.
+# Healthy means ready (every model loaded and warmed up; ONNX Runtime builds the TensorRT engines
+# when it loads the encoder, which has explicit profile shapes for every input) AND the default
+# model answering a real request: a dead Python-backend stub leaves its model READY but failing,
+# which only an inference shows.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "/opt/triton-encoders/healthcheck.py"]
 

@@ -93,6 +93,15 @@ def cpu_encoder_config(name: str, inputs: list[Tensor], outputs: list[Tensor], b
     return config
 
 
+def tensorrt_cache_path(model: str) -> str:
+    """One folder per model directly under /tmp: ONNX Runtime's TensorRT provider creates only
+    the last level of the path (std::filesystem::create_directory), so a nested path whose
+    parent nobody made fails the model's load. /tmp exists and is writable in every image; the
+    engines stay with the container, so they are rebuilt after an upgrade, never reused across
+    TensorRT versions."""
+    return f"/tmp/triton-trt-cache-{model}"
+
+
 def _trt_profile(inputs: list[Tensor], batch: int, length: int) -> str:
     return ",".join(f"{t.name}:{batch}x{length}" for t in inputs)
 
@@ -112,9 +121,9 @@ def gpu_encoder_config(name: str, inputs: list[Tensor], outputs: list[Tensor], b
             "precision_mode": "FP16",
             "max_workspace_size_bytes": str(2 << 30),
             "trt_engine_cache_enable": "true",
-            "trt_engine_cache_path": "/tmp/triton-trt-cache/" + name,
+            "trt_engine_cache_path": tensorrt_cache_path(name),
             "trt_timing_cache_enable": "true",
-            "trt_timing_cache_path": "/tmp/triton-trt-cache/" + name,
+            "trt_timing_cache_path": tensorrt_cache_path(name),
             "trt_profile_min_shapes": _trt_profile(inputs, 1, 1),
             "trt_profile_opt_shapes": _trt_profile(inputs, batching.max_batch_size // 2 or 1, opt_length),
             "trt_profile_max_shapes": _trt_profile(inputs, batching.max_batch_size, max_length),

@@ -247,9 +247,7 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
             continue
         if variant == "off" and (options.http_url or options.grpc_url):
             for spec in specs:
-                record(spec, failure("perf_analyzer", RuntimeError(
-                    "dynamic_batching=off needs a server started by the runner (not --http-url/--grpc-url)"),
-                    status="skipped"))
+                record(spec, failure("perf_analyzer", RuntimeError(NEEDS_OWN_SERVER), status="skipped"))
             continue
         describe(specs[0])
         wants_echo = any(s.runtime == "triton-echo" for s in specs)
@@ -275,10 +273,10 @@ def _served_max_batch_size(repository: Path, model: ModelFiles) -> int:
 @contextlib.contextmanager
 def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
                       echo_max_batch_size: int | None = None) -> Iterator[dict[str, Any]]:
-    """{"grpc": url, "http": url, "echo": bool}: the given server, or a local one for this
-    variant, serving perf-echo beside the repository when echo_max_batch_size is set."""
+    """{"grpc": url, "http": url, "echo": bool, "started_here": bool}: the given server, or a
+    local one for this variant, serving perf-echo beside the repository when echo_max_batch_size is set."""
     if options.http_url or options.grpc_url:
-        yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False}
+        yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False, "started_here": False}
         return
     try:
         from serve import LocalTritonServer
@@ -300,7 +298,8 @@ def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
         # Shared-memory runs register regions, and perf_analyzer cannot send the admin key over gRPC.
         server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True,
                                                        extra_args=extra_args))
-        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": echo_max_batch_size is not None}
+        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": echo_max_batch_size is not None,
+               "started_here": True}
 
 
 def _server_metadata(endpoints: dict[str, Any]) -> dict[str, Any]:
@@ -318,23 +317,35 @@ def _server_metadata(endpoints: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(error), **endpoints}
 
 
-def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_files: dict,
-                    sweep: Sweep, out_dir: Path) -> dict[str, Any]:
+NEEDS_OWN_SERVER = "dynamic_batching=off needs a server started by the runner (not --http-url/--grpc-url)"
+
+
+def skip_reason(spec: RunSpec, endpoints: dict, has_fused: bool) -> str | None:
+    """Why a Triton run cannot be made against these endpoints (as _triton_endpoints yields them), or
+    None. The one place these rules live: the runner skips by them, and the tests check that a
+    deployment's sweep (docker-compose.yml's gpu-t4) holds no run they would skip."""
     url = endpoints.get(spec.protocol)
     if not url:
-        return failure("perf_analyzer", RuntimeError(f"no {spec.protocol} URL given"), status="skipped")
+        return f"no {spec.protocol} URL given"
+    if spec.dynamic_batching == "off" and not endpoints.get("started_here"):
+        return NEEDS_OWN_SERVER
     if spec.shared_memory != "none" and url.rsplit(":", 1)[0] not in LOCAL_HOSTS:
-        return failure("perf_analyzer", RuntimeError(
-            f"{spec.shared_memory} shared memory needs the server on this host, not {url}"), status="skipped")
+        return f"{spec.shared_memory} shared memory needs the server on this host, not {url}"
+    if spec.runtime == "triton-echo" and not endpoints.get("echo"):
+        return f"{ECHO_MODEL} is served only by the runner's own server (not with --http-url/--grpc-url)"
+    if spec.runtime == "triton-fused" and not has_fused:
+        return "this repository has no fused model (CPU builds of convert add <name>-fused)"
+    return None
+
+
+def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_files: dict,
+                    sweep: Sweep, out_dir: Path) -> dict[str, Any]:
+    reason = skip_reason(spec, endpoints, has_fused=model.fused is not None)
+    if reason:
+        return failure("perf_analyzer", RuntimeError(reason), status="skipped")
+    url = endpoints[spec.protocol]
     model_name = {"triton-ensemble": model.ensemble, "triton-fused": model.fused,
                   "triton-encoder": model.encoder, "triton-echo": ECHO_MODEL}[spec.runtime]
-    if spec.runtime == "triton-echo" and not endpoints.get("echo"):
-        return failure("perf_analyzer", RuntimeError(
-            f"{ECHO_MODEL} is served only by the runner's own server (not with --http-url/--grpc-url)"),
-            status="skipped")
-    if model_name is None:
-        return failure("perf_analyzer", RuntimeError(f"{model.name} has no fused model in this repository "
-                                                     "(CPU builds of convert add <name>-fused)"), status="skipped")
     takes_text = spec.runtime != "triton-encoder"  # the encoder alone takes token tensors; echo takes text
     input_data = input_files[spec.seq_len]["ensemble" if takes_text else "encoder"]
     csv_path = out_dir / "raw" / f"{spec.key}.csv"

@@ -5,21 +5,23 @@ import joblib
 import numpy as np
 import onnx
 import pytest
-import torch
 from google.protobuf import text_format
 from sklearn.linear_model import LogisticRegression
 from tritonclient.grpc import model_config_pb2 as mc
 
 from convert import triton_config as tc
-from convert import validate
 from convert.errors import ConvertError
 from convert.head import load_sklearn_head
 from convert.python_models.tokenizer_model import MAX_CHARS_PER_TOKEN, InvalidText, decode_texts, encode, load_tokenizer
-from convert.reference import build_reference
 from convert.sentences import validation_sentences
 from convert.source import minilm_checkpoint, resolve_model_spec
 
 TOKENIZER_JSON = minilm_checkpoint() / "tokenizer.json"
+
+
+def needs_torch():
+    """torch, or a skip: the Python 3.12 test environment has none (docs/TESTING.md says why)."""
+    return pytest.importorskip("torch", reason="torch is not installed (the Python 3.12 test environment)")
 
 
 # ------------------------------------------------------------------ config.pbtxt
@@ -93,6 +95,9 @@ def test_ensemble_config_wires_tokenizer_outputs_to_encoder_inputs(tmp_path):
 @pytest.fixture(scope="module")
 def minilm_embeddings():
     """Real pooled, normalised MiniLM embeddings of real sentences."""
+    torch = needs_torch()
+    from convert.reference import build_reference
+
     reference = build_reference(resolve_model_spec("minilm-embed"))
     tokenizer = load_tokenizer(TOKENIZER_JSON, 128)
     texts = [t for t in validation_sentences() if t][:60]
@@ -103,6 +108,9 @@ def minilm_embeddings():
 
 
 def test_folded_intent_head_equals_sklearn_predict_proba(minilm_embeddings):
+    torch = needs_torch()
+    from convert.reference import build_reference
+
     texts, embeddings = minilm_embeddings
     spec = resolve_model_spec("minilm-intent")
     estimator = joblib.load(spec.head_path)
@@ -199,7 +207,10 @@ def _broken_copy(source, target):
 
 
 def test_gate_passes_the_good_variant_and_fails_a_broken_one(tmp_path):
+    needs_torch()
+    from convert import validate
     from convert.export import export_onnx
+    from convert.reference import build_reference
     from tests.tiny_models import tiny_bert_classifier
 
     spec = resolve_model_spec(str(tiny_bert_classifier(tmp_path / "tiny")))

@@ -270,7 +270,7 @@ def test_server_ports_shared_memory_ulimits_and_healthcheck(compose):
     # The script the serving image copies in (tests/test_faults.py runs it against a real server).
     assert health["test"][:3] == ["CMD", "python3", "/opt/triton-encoders/healthcheck.py"]
     assert "minilm-intent" in health["test"]
-    assert health["start_period"], "TensorRT engines build during warm-up: the first check must wait"
+    assert health["start_period"], "loading the encoder builds the TensorRT engines: the first check must wait"
 
 
 def test_server_bounds_the_http_request_size_like_the_local_server(compose):
@@ -299,7 +299,7 @@ def test_perf_runs_the_gpu_sweep_against_the_server(compose):
     perf = compose["services"]["perf"]
     command = service_command(perf)
     assert "-m perf run" in command and "--preset gpu-t4" in command
-    assert "triton:8001" in command and "triton:8000" in command
+    assert "localhost:8001" in command and "localhost:8000" in command   # in the server's network namespace
     assert (ROOT / "perf" / "sweeps" / "gpu-t4.yaml").is_file()
     assert "deploy" not in perf, "perf_analyzer needs no GPU; the server has it"
 

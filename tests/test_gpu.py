@@ -1,10 +1,15 @@
 """The GPU path: TensorRT engine builds, CUDA/TensorRT parity with PyTorch, end-to-end latency.
 
 Tests marked `gpu` need an NVIDIA GPU and are skipped, with the reason, everywhere else (CI
-runs on CPUs). On a GPU host, inside the convert image (it has TensorRT and the converter):
-    docker compose run --rm --entrypoint "" convert python3 -m pytest -m gpu tests/test_gpu.py
-and with a server up (`docker compose up`), TRITON_GPU_URL=localhost:8001 adds the
-end-to-end test. See docs/GPU.md.
+runs on CPUs). On a GPU host they run inside the convert image (it has TensorRT and the
+converter but no tests/: mount them), with the server up for the end-to-end test:
+    docker compose up -d
+    docker compose run --rm --no-deps \
+      -v "$PWD/tests:/opt/triton-encoders/tests:ro" \
+      -v "$PWD/pyproject.toml:/opt/triton-encoders/pyproject.toml:ro" \
+      -e TRITON_GPU_URL=triton:8001 \
+      convert python3 -m pytest -p no:cacheprovider -m gpu -s tests/test_gpu.py
+(docs/GPU.md, "GPU tests"; tests/test_docker_images.py keeps the two commands equal).
 
 The first tests run everywhere: they check what the engine builder refuses before any GPU
 work, and that without a GPU it says what to do instead.
