@@ -10,8 +10,16 @@ See client/README.md.
 """
 from client.async_client import AsyncEncoderClient
 from client.endpoint import Endpoint, parse_endpoint
-from client.errors import (BackendCrashed, ClientError, InferenceFailed, InputRejected, ModelNotReady,
-                           ModelUnavailable, RequestTimeout, ServerUnreachable)
+from client.errors import (
+    BackendCrashed,
+    ClientError,
+    InferenceFailed,
+    InputRejected,
+    ModelNotReady,
+    ModelUnavailable,
+    RequestTimeout,
+    ServerUnreachable,
+)
 from client.model_info import ModelInfo
 from client.payload import Prediction
 from client.sync_client import EncoderClient

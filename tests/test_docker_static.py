@@ -290,7 +290,8 @@ def test_model_repository_api_is_restricted_with_a_key_from_the_environment(comp
         assert header == ADMIN_HEADER and key == "$${TRITON_ADMIN_KEY}", "the key must come from the environment"
     assert triton["environment"]["TRITON_ADMIN_KEY"] == "${TRITON_ADMIN_KEY:-}"
     image_cmd = " ".join(stages["triton"].args("CMD"))
-    assert "--http-restricted-api=model-repository" in image_cmd and "--grpc-restricted-protocol=model-repository" in image_cmd
+    assert "--http-restricted-api=model-repository" in image_cmd
+    assert "--grpc-restricted-protocol=model-repository" in image_cmd
 
 
 def test_perf_runs_the_gpu_sweep_against_the_server(compose):
