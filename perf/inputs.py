@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from modelrepo import TEXT_INPUT
+
 from .errors import PerfError
 
 # Requests a user of an intent classifier would send: banking, travel, home, cars, work,
@@ -192,7 +194,7 @@ def ensemble_input_data(texts: list[str]) -> dict:
     TEXT has dims [1] in a batched model, so each step holds one string; perf_analyzer's
     `-b` gathers consecutive steps into a batch.
     """
-    return {"data": [{"TEXT": [text]} for text in texts]}
+    return {"data": [{TEXT_INPUT: [text]} for text in texts]}
 
 
 def encoder_input_data(tokenized: list[TokenizedText]) -> dict:
