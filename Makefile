@@ -16,7 +16,7 @@ test-fast: $(READY)      ## unit tests and linters only: no build, no server (un
 
 setup: $(READY)
 
-$(READY): requirements.txt scripts/setup.sh
+$(READY): requirements.txt scripts/setup.sh scripts/setup-k8s-tools.sh deploy/requirements-tools.txt
 	scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	touch $(READY)
 

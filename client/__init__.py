@@ -8,9 +8,9 @@
 `AsyncEncoderClient` is the asyncio twin; `python -m client` the command line.
 See client/README.md.
 """
-from client.async_client import AsyncEncoderClient
-from client.endpoint import Endpoint, parse_endpoint
-from client.errors import (
+from .async_client import AsyncEncoderClient
+from .endpoint import Endpoint, parse_endpoint
+from .errors import (
     BackendCrashed,
     ClientError,
     InferenceFailed,
@@ -20,12 +20,13 @@ from client.errors import (
     RequestTimeout,
     ServerUnreachable,
 )
-from client.model_info import ModelInfo
-from client.payload import Prediction
-from client.sync_client import EncoderClient
+from .model_info import ModelInfo
+from .payload import Prediction
+from .retry import AttemptCounts
+from .sync_client import EncoderClient
 
 __all__ = [
-    "AsyncEncoderClient", "EncoderClient", "Endpoint", "parse_endpoint", "ModelInfo", "Prediction",
+    "AsyncEncoderClient", "EncoderClient", "Endpoint", "parse_endpoint", "ModelInfo", "Prediction", "AttemptCounts",
     "ClientError", "ServerUnreachable", "ModelNotReady", "ModelUnavailable", "InputRejected", "RequestTimeout",
     "InferenceFailed", "BackendCrashed",
 ]
