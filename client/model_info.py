@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from client.errors import ClientError
+from modelrepo import EMBEDDING, LABEL, PROBABILITIES, SCORE, TEXT_INPUT, Task
 
-TEXT_INPUT = "TEXT"
-LABEL, SCORE, PROBABILITIES, EMBEDDING = "LABEL", "SCORE", "PROBABILITIES", "EMBEDDING"
-CLASSIFICATION, EMBEDDING_TASK = "text-classification", "embedding"
+from .errors import ClientError
+
+__all__ = ["EMBEDDING", "LABEL", "PROBABILITIES", "SCORE", "TEXT_INPUT", "ModelInfo", "from_server"]
+CLASSIFICATION, EMBEDDING_TASK = Task.CLASSIFICATION, Task.EMBEDDING
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class ModelInfo:
     def describe(self) -> str:
         facts = [self.task, *(self.parameters[k] for k in ("precision", "target") if k in self.parameters)]
         size = f"{self.num_labels} labels" if self.is_classifier else f"{self.embedding_dim}-d"
-        return f"{self.name} v{self.version} ({', '.join(facts)}; {size}; max {self.max_length} tokens, batch {self.max_batch_size})"
+        return (f"{self.name} v{self.version} ({', '.join(facts)}; {size}; "
+                f"max {self.max_length} tokens, batch {self.max_batch_size})")
 
 
 def from_server(metadata: dict, config: dict) -> ModelInfo:

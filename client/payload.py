@@ -26,7 +26,8 @@ Text = str | bytes
 class Prediction:
     label: str
     score: float                                            # the model's top-1 probability (float32)
-    top_k: list[tuple[str, float]] = field(default_factory=list)   # best first; scores as Triton prints them (6 decimals)
+    # Best first; scores as Triton prints them (6 decimals).
+    top_k: list[tuple[str, float]] = field(default_factory=list)
 
 
 def encode_texts(texts: Sequence[Text]) -> np.ndarray:

@@ -16,8 +16,7 @@ from typing import Coroutine, Sequence, TypeVar
 
 import numpy as np
 
-from .async_client import (DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S,
-                           AsyncEncoderClient)
+from .async_client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, AsyncEncoderClient
 from .endpoint import Endpoint
 from .model_info import ModelInfo
 from .payload import Prediction, Text

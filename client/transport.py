@@ -121,9 +121,6 @@ class HttpTransport:
         await self._client.close()
 
 
-Transport = GrpcTransport | HttpTransport
-
-
 async def resolve_addresses(addresses: Sequence[str]) -> list[str]:
     """Every "ip:port" the addresses stand for, in order; a name that does not resolve now stays
     as it is, so that a call to it fails with the resolver's own words."""
@@ -146,7 +143,7 @@ async def resolve_addresses(addresses: Sequence[str]) -> list[str]:
 def open_replicas(endpoint: Endpoint, timeout_s: float, max_in_flight: int, counts: AttemptCounts) -> Replicas:
     """Must run inside the event loop that will use it (aiohttp and grpc.aio bind to it)."""
     if endpoint.protocol == "grpc":
-        return Replicas(grpc_targets(endpoint.addresses), lambda target: GrpcTransport(target, timeout_s, max_in_flight),
-                        grpc_protocol, counts)
+        return Replicas(grpc_targets(endpoint.addresses),
+                        lambda target: GrpcTransport(target, timeout_s, max_in_flight), grpc_protocol, counts)
     return Replicas(endpoint.addresses, lambda address: HttpTransport(address, timeout_s, max_in_flight),
                     http_protocol, counts, resolve=resolve_addresses)

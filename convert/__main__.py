@@ -8,10 +8,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from convert.errors import ConvertError
-from convert.pipeline import TARGET_VARIANTS, BuildOptions, BuildResult, build, is_up_to_date
-from convert.progress import console
-from convert.source import DEFAULT_PRESET, PRESETS, TASKS, resolve_model_spec
+from modelrepo import Precision, Target
+
+from . import plan_build
+from .errors import ConvertError
+from .pipeline import BuildResult, build, is_up_to_date
+from .progress import console
+from .source import DEFAULT_PRESET, PRESETS, TASKS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,8 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--head", type=Path, help="a scikit-learn LogisticRegression (joblib) on the pooled embedding")
     parser.add_argument("--name", help="Triton name of the ensemble (default: the preset or folder name)")
     parser.add_argument("--no-normalize", action="store_true", help="do not L2-normalise pooled embeddings")
-    parser.add_argument("--target", choices=sorted(TARGET_VARIANTS), default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+    parser.add_argument("--target", choices=[str(target) for target in Target], default=str(Target.CPU))
+    parser.add_argument("--precision", choices=[str(precision) for precision in Precision],
                         help="served precision (default: int8 on cpu, fp16 on gpu)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens; longer texts are truncated")
     parser.add_argument("--max-batch-size", type=int, default=32)
@@ -46,7 +49,8 @@ def summary_table(result: BuildResult) -> Table:
     for report in result.reports:
         facts = result.variants.get(report.variant, {})
         figures = ", ".join(f"{metric.removeprefix('single_')} {value:.4g}" for metric, value in report.metrics.items()
-                            if metric.startswith("single_") and ("top1" in metric or "cosine" in metric or "max_abs" == metric[7:]))
+                            if metric.startswith("single_")
+                            and ("top1" in metric or "cosine" in metric or "max_abs" == metric[7:]))
         table.add_row(report.variant, f"{facts.get('size_mb', 0):.1f}",
                       _ms(facts.get("p50_ms_16_tokens")), _ms(facts.get("p50_ms_128_tokens")),
                       "[green]passed[/green]" if report.passed else "[red]failed[/red]", figures)
@@ -61,13 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
     try:
-        spec = resolve_model_spec(args.model, task=args.task, name=args.name, head=args.head,
-                                  normalize=not args.no_normalize)
-        precision = args.precision or (spec.cpu_precision if args.target == "cpu" else None)
-        options = BuildOptions(target=args.target, precision=precision, max_length=args.max_length,
-                               max_batch_size=args.max_batch_size, out=args.out,
-                               tensorrt_plan=not args.no_tensorrt_plan, intra_op_threads=args.intra_op_threads,
-                               queue_delay_us=args.queue_delay_us, spin=not args.no_spin)
+        spec, options = plan_build(
+            args.model, args.out, task=args.task, name=args.name, head=args.head, normalize=not args.no_normalize,
+            target=args.target, precision=args.precision, max_length=args.max_length,
+            max_batch_size=args.max_batch_size, tensorrt_plan=not args.no_tensorrt_plan,
+            intra_op_threads=args.intra_op_threads, queue_delay_us=args.queue_delay_us, spin=not args.no_spin)
         if args.if_stale and is_up_to_date(spec, options):
             console.print(f"{spec.name}: {args.out} is up to date (use without --if-stale to rebuild)")
             return 0

@@ -31,7 +31,8 @@ def load_sklearn_head(path: Path, hidden_size: int) -> LinearHead:
         warnings.simplefilter("ignore")  # pickles from an older scikit-learn load with a version warning
         estimator = joblib.load(path)
     if not isinstance(estimator, LogisticRegression):
-        raise ConvertError(f"{path} holds a {type(estimator).__name__}; only a scikit-learn LogisticRegression can be folded in")
+        raise ConvertError(f"{path} holds a {type(estimator).__name__}; "
+                           "only a scikit-learn LogisticRegression can be folded in")
     if getattr(estimator, "multi_class", "auto") == "ovr" and len(estimator.classes_) > 2:
         raise ConvertError(f"{path} is a one-vs-rest LogisticRegression; refit it with the multinomial loss")
     coef = np.asarray(estimator.coef_, dtype=np.float64)

@@ -41,5 +41,6 @@ def median_latency_ms(onnx_path: Path, feed: dict[str, np.ndarray], output: str,
 
 def latency_by_length(onnx_path: Path, tokenizer, passage: str, output: str, with_types: bool,
                       lengths: tuple[int, ...] = (16, 128)) -> dict[str, float]:
-    return {f"p50_ms_{n}_tokens": median_latency_ms(onnx_path, _feed_of_length(tokenizer, passage, n, with_types), output)
+    return {f"p50_ms_{n}_tokens": median_latency_ms(onnx_path, _feed_of_length(tokenizer, passage, n, with_types),
+                                                   output)
             for n in lengths}

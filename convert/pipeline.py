@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -15,30 +14,43 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import optimize, validate
-from convert.errors import ConvertError
-from convert.export import export_onnx
-from convert.latency import latency_by_length
-from convert.postprocess import add_label_outputs
-from convert.progress import console, step
-from convert.python_models.tokenizer_model import encode, load_tokenizer
-from convert.reference import Reference, build_reference
-from convert.repository import (MANIFEST, ModelFolder, check_writable, install, int64_tensor_bytes,
-                                python_model_source, read_manifest, stage_folders, string_tensor_bytes)
-from convert.sentences import validation_sentences
-from convert.source import ModelSpec
-from convert import triton_config as tc
+import modelrepo
+from modelrepo import ManifestEntry, ModelNames, Precision, Target, Task, read_manifest
 
-# Which precisions a target builds, and which one it serves by default.
-TARGET_VARIANTS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "plain")}
-DEFAULT_PRECISION = {"cpu": "int8", "gpu": "fp16"}
+from . import optimize, validate
+from . import triton_config as tc
+from .errors import ConvertError
+from .export import export_onnx
+from .latency import latency_by_length
+from .postprocess import add_label_outputs
+from .progress import console, step
+from .python_models.tokenizer_model import encode, load_tokenizer
+from .reference import Reference, build_reference
+from .repository import (
+    ModelFolder,
+    check_writable,
+    install,
+    int64_tensor_bytes,
+    python_model_source,
+    stage_folders,
+    string_tensor_bytes,
+)
+from .sentences import validation_sentences
+from .source import ModelSpec
+
+# Which variants a target builds, and which precision it serves by default. PLAIN is the
+# unfused FP32 graph that TensorRT takes (validated, never served by ONNX Runtime).
+PLAIN = validate.PLAIN
+TARGET_VARIANTS = {Target.CPU: (Precision.FP32, Precision.INT8),
+                   Target.GPU: (Precision.FP32, Precision.FP16, PLAIN)}
+DEFAULT_PRECISION = {Target.CPU: Precision.INT8, Target.GPU: Precision.FP16}
 WARMUP_SENTENCE = "what is the weather like in Paris tomorrow"
 
 
 @dataclass(frozen=True)
 class BuildOptions:
-    target: str = "cpu"
-    precision: str | None = None          # served precision; default per target
+    target: Target = Target.CPU
+    precision: Precision | None = None    # served precision; default per target
     max_length: int = 128
     max_batch_size: int = 32
     out: Path = Path("triton_models")
@@ -50,7 +62,7 @@ class BuildOptions:
     spin: bool = True                     # ORT intra-op threads spin briefly before sleeping
 
     @property
-    def served_precision(self) -> str:
+    def served_precision(self) -> Precision:
         return self.precision or DEFAULT_PRECISION[self.target]
 
 
@@ -62,13 +74,13 @@ class BuildResult:
     reports: list[validate.VariantReport]
     variants: dict[str, dict] = field(default_factory=dict)   # precision -> size, latency
     timings: dict[str, float] = field(default_factory=dict)
-    manifest_entry: dict = field(default_factory=dict)
+    manifest_entry: ManifestEntry | None = None
 
 
 def check_options(spec: ModelSpec, options: BuildOptions, reference_positions: int | None = None) -> None:
     if options.target not in TARGET_VARIANTS:
         raise ConvertError(f"unknown target '{options.target}'; choose cpu or gpu")
-    if options.served_precision not in TARGET_VARIANTS[options.target] or options.served_precision == "plain":
+    if options.served_precision not in TARGET_VARIANTS[options.target] or options.served_precision == PLAIN:
         raise ConvertError(f"precision {options.served_precision} is not built for the {options.target} target; "
                            f"choose one of {', '.join(TARGET_VARIANTS[options.target])}")
     if not 1 <= options.max_batch_size <= 1024:
@@ -82,15 +94,17 @@ def check_options(spec: ModelSpec, options: BuildOptions, reference_positions: i
 def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
     """Changes when the converter's code, the options or the checkpoint change: a stale repository."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*")):
-        if path.suffix in {".py", ".txt"}:
-            digest.update(path.read_bytes())
+    # The contract package writes configs and the manifest: a change there is a change of build too.
+    for package in (Path(__file__).parent, Path(modelrepo.__file__).parent):
+        for path in sorted(package.rglob("*")):
+            if path.suffix in {".py", ".txt"}:
+                digest.update(path.read_bytes())
     digest.update(json.dumps({**asdict(options), "out": None}, sort_keys=True, default=str).encode())
     digest.update(json.dumps({**asdict(spec), "checkpoint": str(spec.checkpoint)}, default=str).encode())
     for path in sorted(spec.checkpoint.iterdir()):
         if path.is_file():
             digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    if options.target == "gpu" and options.tensorrt_plan:
+    if options.target == Target.GPU and options.tensorrt_plan:
         digest.update(_tensorrt_identity().encode())   # a plan only runs where it was built
     return digest.hexdigest()[:16]
 
@@ -103,14 +117,14 @@ def _tensorrt_identity() -> str:
 
 
 def is_up_to_date(spec: ModelSpec, options: BuildOptions) -> bool:
-    entry = read_manifest(options.out).get("models", {}).get(spec.name)
-    return bool(entry) and entry.get("fingerprint") == fingerprint(spec, options) and all(
-        (options.out / folder).is_dir() for folder in entry.get("folders", []))
+    entry = read_manifest(options.out).get(spec.name)
+    return entry is not None and entry.fingerprint == fingerprint(spec, options) and all(
+        (options.out / folder).is_dir() for folder in entry.folders)
 
 
 # ---------------------------------------------------------------- graph steps
 
-def build_variants(reference: Reference, work: Path, target: str, served: str,
+def build_variants(reference: Reference, work: Path, target: Target, served: Precision,
                    timings: dict) -> tuple[optimize.FusionReport, dict[str, Path]]:
     """FP32 (the optimised graph every other variant starts from) and the GPU variants;
     INT8 comes from quantize_validated, which needs the validation gate."""
@@ -120,18 +134,18 @@ def build_variants(reference: Reference, work: Path, target: str, served: str,
         shaped = optimize.infer_shapes(raw, work / "shaped.onnx")
     with step("transformer optimizer (fusions)", timings):
         fusion = optimize.optimize_transformer(shaped, work / "fp32.onnx", num_heads=reference.num_heads,
-                                               hidden_size=reference.hidden_size, use_gpu=target == "gpu")
+                                               hidden_size=reference.hidden_size, use_gpu=target == Target.GPU)
     console.print(f"  fusions: {fusion.describe()}")
     if not fusion.attention_fused:
         console.print("  [yellow]attention did not fuse: the graph runs, but slower than it should[/yellow]")
-    variants = {"fp32": work / "fp32.onnx"}
-    if "plain" in TARGET_VARIANTS[target]:
+    variants = {Precision.FP32: work / "fp32.onnx"}
+    if PLAIN in TARGET_VARIANTS[target]:
         # Unfused, for TensorRT (as an ORT execution provider or a plan), which cannot
         # take ONNX Runtime's contrib operators and applies FP16 itself.
-        variants["plain"] = raw
-    if served == "fp16":
+        variants[PLAIN] = raw
+    if served == Precision.FP16:
         with step("FP16 conversion (norms/softmax in FP32)", timings):
-            variants["fp16"] = optimize.convert_fp16(variants["fp32"], work / "fp16.onnx")
+            variants[Precision.FP16] = optimize.convert_fp16(variants[Precision.FP32], work / "fp16.onnx")
     return fusion, variants
 
 
@@ -171,7 +185,7 @@ def quantize_validated(fp32: Path, work: Path, checks: ValidationSet,
         with step(f"INT8 dynamic per-channel, scheme '{scheme.name}' (FP32: {scheme.keeps_fp32}) + validation",
                   timings):
             path = optimize.quantize_int8(fp32, work / f"int8-{scheme.name}.onnx", scheme)
-            report = checks.check("int8", path)
+            report = checks.check(Precision.INT8, path)
         if report.passed:
             return path, report, scheme
         console.print(f"  [yellow]scheme '{scheme.name}' missed the gate: {'; '.join(report.failures)}[/yellow]")
@@ -182,17 +196,17 @@ def choose_served_int8(options: BuildOptions, variants: dict[str, Path], reports
                        checks: ValidationSet, timings: dict) -> tuple[BuildOptions, dict]:
     """Adds the validated INT8 variant; without one, a default build serves FP32 (said loudly)
     and an explicit --precision int8 fails. Returns the options the repository is written with."""
-    path, report, scheme = quantize_validated(variants["fp32"], work, checks, timings)
+    path, report, scheme = quantize_validated(variants[Precision.FP32], work, checks, timings)
     if path is not None:
-        variants["int8"] = path
+        variants[Precision.INT8] = path
         reports.append(report)
         return options, {"int8_scheme": scheme.name}
     failures = "; ".join(report.failures)
-    if options.precision == "int8":
+    if options.precision == Precision.INT8:
         raise ConvertError(f"no INT8 scheme passed validation on this CPU (last: {failures}); "
                            "build with --precision fp32")
     console.print(f"  [yellow]no INT8 scheme passed validation on this CPU ({failures}): serving FP32[/yellow]")
-    return replace(options, precision="fp32"), {"int8_rejected": failures}
+    return replace(options, precision=Precision.FP32), {"int8_rejected": failures}
 
 
 def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: Path) -> dict[str, Path]:
@@ -203,7 +217,8 @@ def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: P
             for precision, path in variants.items()}
 
 
-def build_tensorrt_plan(plain_onnx: Path, work: Path, reference: Reference, options: BuildOptions, timings: dict) -> tuple[Path, dict]:
+def build_tensorrt_plan(plain_onnx: Path, work: Path, reference: Reference, options: BuildOptions,
+                        timings: dict) -> tuple[Path, dict]:
     """A TensorRT plan from the plain exported graph: TensorRT parses standard ONNX ops, not
     ONNX Runtime's fused ones, and chooses its own FP16 kernels (norms kept FP32)."""
     from convert import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
@@ -233,16 +248,8 @@ class Layout:
     ensemble_outputs: dict[str, tc.Tensor]     # encoder output -> ensemble output
 
     @property
-    def tokenizer(self) -> str:
-        return f"{self.name}-tokenizer"
-
-    @property
-    def encoder(self) -> str:
-        return f"{self.name}-encoder"
-
-    @property
-    def fused(self) -> str:
-        return f"{self.name}-fused"
+    def names(self) -> ModelNames:
+        return ModelNames.of(self.name)
 
 
 def make_layout(name: str, reference: Reference) -> Layout:
@@ -251,11 +258,12 @@ def make_layout(name: str, reference: Reference) -> Layout:
         classes = len(reference.labels)
         encoder_outputs = [tc.Tensor("probabilities", tc.FP32, (classes,), "labels.txt"),
                            tc.Tensor("label", tc.STRING, (1,)), tc.Tensor("score", tc.FP32, (1,))]
-        names = {"probabilities": "PROBABILITIES", "label": "LABEL", "score": "SCORE"}
+        names = {"probabilities": modelrepo.PROBABILITIES, "label": modelrepo.LABEL, "score": modelrepo.SCORE}
     else:
         encoder_outputs = [tc.Tensor("embedding", tc.FP32, (reference.hidden_size,))]
-        names = {"embedding": "EMBEDDING"}
-    ensemble_outputs = {t.name: tc.Tensor(names[t.name], t.data_type, t.dims, t.label_filename) for t in encoder_outputs}
+        names = {"embedding": modelrepo.EMBEDDING}
+    ensemble_outputs = {t.name: tc.Tensor(names[t.name], t.data_type, t.dims, t.label_filename)
+                        for t in encoder_outputs}
     return Layout(name, tokens, encoder_outputs, ensemble_outputs)
 
 
@@ -281,25 +289,25 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
     pad_id = tokenizer.padding["pad_id"]
 
     folders = [ModelFolder(
-        layout.tokenizer,
-        tc.tokenizer_config(layout.tokenizer, layout.token_tensors, tc.Batching(options.max_batch_size, 0),
+        layout.names.tokenizer,
+        tc.tokenizer_config(layout.names.tokenizer, layout.token_tensors, tc.Batching(options.max_batch_size, 0),
                             max_length=options.max_length),
         files={"1/model.py": python_model_source("tokenizer"), "1/tokenizer.json": spec.checkpoint / "tokenizer.json"},
         contents={"warmup/text": string_tensor_bytes([WARMUP_SENTENCE])})]
 
-    if options.target == "cpu":
-        config = tc.cpu_encoder_config(layout.encoder, layout.token_tensors, layout.encoder_outputs, batching,
+    if options.target == Target.CPU:
+        config = tc.cpu_encoder_config(layout.names.encoder, layout.token_tensors, layout.encoder_outputs, batching,
                                        onnx_file="model.onnx", intra_op_threads=options.intra_op_threads,
                                        spin=options.spin,
                                        warmup_files=warmup_files, warmup_length=warmup_length, pad_id=pad_id,
                                        row_by_row=validate.ROW_BY_ROW[options.served_precision])
-        folders.append(ModelFolder(layout.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
+        folders.append(ModelFolder(layout.names.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
                                                             "1/model.onnx": served_onnx}, warmup | labels))
         folders.append(fused_folder(spec, layout, options, served_onnx, labels, pad_id))
     else:
         # TensorRT execution provider on the plain graph; CUDA alone on the fused FP16 graph.
-        for name, use_trt, graph in ((layout.encoder, True, served_graphs["plain"]),
-                                     (f"{layout.encoder}-cuda", False, served_graphs[options.served_precision])):
+        for name, use_trt, graph in ((layout.names.encoder, True, served_graphs[PLAIN]),
+                                     (layout.names.cuda_encoder, False, served_graphs[options.served_precision])):
             config = tc.gpu_encoder_config(name, layout.token_tensors, layout.encoder_outputs, batching,
                                            max_length=options.max_length, opt_length=min(options.max_length, 64),
                                            use_tensorrt=use_trt, warmup_files=warmup_files, warmup_length=warmup_length)
@@ -307,12 +315,12 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
         if plan is not None:
             plan_outputs = [tc.Tensor(n, tc.FP32, (len(reference.labels) or reference.hidden_size,))
                             for n in reference.output_names]
-            config = tc.tensorrt_plan_config(f"{layout.encoder}-trt", layout.token_tensors, plan_outputs, batching,
+            config = tc.tensorrt_plan_config(layout.names.plan_encoder, layout.token_tensors, plan_outputs, batching,
                                              warmup_files=warmup_files, warmup_length=warmup_length)
-            folders.append(ModelFolder(f"{layout.encoder}-trt", config, {"1/model.plan": plan}, warmup | labels))
+            folders.append(ModelFolder(layout.names.plan_encoder, config, {"1/model.plan": plan}, warmup | labels))
 
     ensemble = tc.ensemble_config(
-        layout.name, tokenizer=layout.tokenizer, encoder=layout.encoder,
+        layout.name, tokenizer=layout.names.tokenizer, encoder=layout.names.encoder,
         token_tensors=[t.name for t in layout.token_tensors], outputs=layout.ensemble_outputs,
         max_batch_size=options.max_batch_size,
         parameters={"task": spec.task, "max_length": str(options.max_length), "target": options.target,
@@ -331,13 +339,14 @@ def fused_folder(spec: ModelSpec, layout: Layout, options: BuildOptions, served_
                   "output_map": json.dumps(output_map),
                   "row_by_row": int(validate.ROW_BY_ROW[options.served_precision]),
                   "task": spec.task, "target": options.target, "precision": options.served_precision}
-    config = tc.text_model_config(layout.fused, outputs, tc.Batching(options.max_batch_size, options.queue_delay_us),
-                                  parameters)
+    batching = tc.Batching(options.max_batch_size, options.queue_delay_us)
+    config = tc.text_model_config(layout.names.fused, outputs, batching, parameters)
     files = {"1/model.py": python_model_source("text_encoder"),
              "1/tokenizer_model.py": python_model_source("tokenizer"),
              "1/onnx_encoder_model.py": python_model_source("onnx_encoder"),
              "1/tokenizer.json": spec.checkpoint / "tokenizer.json", "1/model.onnx": served_onnx}
-    return ModelFolder(layout.fused, config, files, {"warmup/text": string_tensor_bytes([WARMUP_SENTENCE])} | labels)
+    warmup = {"warmup/text": string_tensor_bytes([WARMUP_SENTENCE])}
+    return ModelFolder(layout.names.fused, config, files, warmup | labels)
 
 
 # ---------------------------------------------------------------- the whole build
@@ -352,22 +361,19 @@ def _versions() -> dict[str, str]:
             "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
-def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, extra) -> dict:
-    return {
-        "name": spec.name, "task": spec.task, "source": str(spec.checkpoint),
-        "head": str(spec.head_path) if spec.head_path else None, "normalize": spec.normalize,
-        "target": options.target, "precision": options.served_precision,
-        "max_length": options.max_length, "max_batch_size": options.max_batch_size,
-        "ensemble": layout.name, "tokenizer": layout.tokenizer, "encoder": layout.encoder,
-        "fused": layout.fused if options.target == "cpu" else None,
-        "folders": [f.name for f in folders],
-        "inputs": {"TEXT": "TYPE_STRING"},
-        "outputs": {t.name: list(t.dims) for t in layout.ensemble_outputs.values()},
-        "num_labels": len(extra["labels"]),
-        "fusion": asdict(fusion), "variants": variants,
-        "validation": [r.as_dict() for r in reports],
-        **extra["quantization"], "versions": _versions(), **extra.get("tensorrt", {}),
-    }
+def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, extra) -> ManifestEntry:
+    evidence = {"fusion": asdict(fusion), "variants": variants, "validation": [r.as_dict() for r in reports],
+                **extra["quantization"], "versions": _versions(), **extra.get("tensorrt", {}),
+                "build_seconds": extra["build_seconds"]}
+    return ManifestEntry(
+        name=spec.name, task=Task(spec.task), target=options.target, precision=options.served_precision,
+        max_length=options.max_length, max_batch_size=options.max_batch_size,
+        ensemble=layout.name, tokenizer=layout.names.tokenizer, encoder=layout.names.encoder,
+        fused=layout.names.fused if options.target == Target.CPU else None, folders=[f.name for f in folders],
+        source=str(spec.checkpoint), head=str(spec.head_path) if spec.head_path else None,
+        normalize=spec.normalize, fingerprint=extra["fingerprint"], inputs={modelrepo.TEXT_INPUT: "TYPE_STRING"},
+        outputs={t.name: list(t.dims) for t in layout.ensemble_outputs.values()},
+        num_labels=len(extra["labels"]), evidence=evidence)
 
 
 def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
@@ -388,12 +394,12 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
             console.print(f"  {report.variant}: {'passed' if report.passed else 'FAILED'}")
         validate.require_passed(reports)
         quantization = {}
-        if options.served_precision == "int8":
+        if options.served_precision == Precision.INT8:
             options, quantization = choose_served_int8(options, variants, reports, work, checks, timings)
 
         served = add_serving_outputs(reference, variants, work)
         plan, extra = None, {"labels": reference.labels, "quantization": quantization}
-        if options.target == "gpu" and options.tensorrt_plan:
+        if options.target == Target.GPU and options.tensorrt_plan:
             plan, engine = build_tensorrt_plan(work / "exported.onnx", work, reference, options, timings)
             extra["tensorrt"] = {"tensorrt": engine}
 
@@ -402,19 +408,19 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
             passage = max(validation_sentences(), key=len)
             for precision, path in variants.items():
                 variant_facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
-                if options.target == "cpu" or precision != "fp16":
+                if options.target == Target.CPU or precision != Precision.FP16:
                     variant_facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
                                                                   "token_type_ids" in reference.input_names)
         layout = make_layout(spec.name, reference)
         with step("write the Triton repository", timings):
             folders = repository_folders(spec, reference, layout, options, served, plan)
-            previous = read_manifest(options.out)["models"].get(spec.name, {}).get("folders", [])
+            previous = read_manifest(options.out).get(spec.name)
+            extra |= {"build_seconds": {k: round(v, 2) for k, v in timings.items()}, "fingerprint": requested}
             entry = _manifest_entry(spec, options, layout, folders, fusion, reports, variant_facts, extra)
-            entry["build_seconds"] = {k: round(v, 2) for k, v in timings.items()}
-            entry["fingerprint"] = requested
             staging = stage_folders(folders, options.out)
             try:
-                install(staging, options.out, spec.name, entry, [f for f in previous if f not in entry["folders"]])
+                install(staging, options.out, entry,
+                        [f for f in (previous.folders if previous else []) if f not in entry.folders])
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(spec.name, options.out, fusion, reports, variant_facts, timings, entry)

@@ -2,11 +2,11 @@
 
 A build writes every folder of one model (tokenizer, encoder(s), ensemble) into a
 staging folder beside the output, and only after validation passed swaps them in and
-rewrites manifest.json. A failed build never touches the repository that was there.
+records the model in manifest.json (through modelrepo, the repository's contract). A
+failed build never touches the repository that was there.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.errors import ConvertError
-from convert.triton_config import write_config
+from modelrepo import ManifestEntry, record_entry, write_config
+
+from .errors import ConvertError
 
 PYTHON_MODELS = Path(__file__).with_name("python_models")
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -78,18 +78,7 @@ def stage_folders(folders: list[ModelFolder], out: Path) -> Path:
     return staging
 
 
-def read_manifest(out: Path) -> dict:
-    path = out / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {"format": 1, "models": {}}
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
-
-
-def install(staging: Path, out: Path, model_name: str, entry: dict, stale_folders: list[str]) -> None:
+def install(staging: Path, out: Path, entry: ManifestEntry, stale_folders: list[str]) -> None:
     """Swap the staged folders in (each by rename), drop folders the new build no longer
     has, and record the model in manifest.json."""
     retired = staging / ".retired"
@@ -102,7 +91,5 @@ def install(staging: Path, out: Path, model_name: str, entry: dict, stale_folder
         if target.exists():
             os.replace(target, retired / model_dir.name)
         os.replace(model_dir, target)
-    manifest = read_manifest(out)
-    manifest["models"][model_name] = entry
-    _write_json_atomically(out / MANIFEST, manifest)
+    record_entry(out, entry)
     shutil.rmtree(staging)

@@ -40,7 +40,8 @@ class ModelSpec:
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise ConvertError(f"the preset needs the Python package '{package}'; run the setup (make test or make run) first")
+        raise ConvertError(f"the preset needs the Python package '{package}'; "
+                           "run the setup (make test or make run) first")
     return Path(spec.origin).parent
 
 

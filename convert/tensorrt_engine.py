@@ -275,7 +275,8 @@ def _parse(trt, builder, logger, onnx_path: Path):
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):   # from the file: external weights resolve beside it
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: " + "; ".join(errors or logger.errors))
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: "
+                               + "; ".join(errors or logger.errors))
     return network, parser
 
 
@@ -392,14 +393,16 @@ def build_engine(onnx_path: Path, plan_path: Path, *, profile: Profile, fp16: bo
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError("TensorRT could not build the engine: " + "; ".join(logger.errors[-5:] or ["no reason given"]))
+        raise EngineBuildError("TensorRT could not build the engine: "
+                               + "; ".join(logger.errors[-5:] or ["no reason given"]))
     plan_bytes = _write_atomically(plan_path, serialized)
     if timing_cache is not None:
         _write_atomically(timing_cache, config.get_timing_cache().serialize())
 
     return EngineInfo(
         tensorrt_version=trt.__version__, gpu_name=device.name, compute_capability=device.compute_capability,
-        profile={name: {"min": list(low), "opt": list(opt), "max": list(high)} for name, (low, opt, high) in profile.items()},
+        profile={name: {"min": list(low), "opt": list(opt), "max": list(high)}
+                 for name, (low, opt, high) in profile.items()},
         fp16=fp16, typing=typing, fp32_layers=pinned, workspace_bytes=workspace_bytes,
         timing_cache=str(timing_cache) if timing_cache is not None else None,
         plan_bytes=plan_bytes, build_seconds=round(time.perf_counter() - started, 2))

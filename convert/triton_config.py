@@ -1,15 +1,15 @@
 """config.pbtxt for every model, built as Triton's own `ModelConfig` protobuf.
 
 Nothing here formats text by hand: each function returns a `ModelConfig`, and
-`write_config` serialises it with `text_format`, so a config always parses back.
+`modelrepo.write_config` serialises it with `text_format`, so a config always parses back.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from modelrepo import TEXT_INPUT
 
 STRING, INT64, FP32 = mc.TYPE_STRING, mc.TYPE_INT64, mc.TYPE_FP32
 
@@ -48,7 +48,8 @@ def _batching(config: mc.ModelConfig, batching: Batching) -> None:
     config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
 
 
-def _warmup(config: mc.ModelConfig, inputs: list[Tensor], files: dict[str, str], dims: dict[str, tuple[int, ...]]) -> None:
+def _warmup(config: mc.ModelConfig, inputs: list[Tensor], files: dict[str, str],
+            dims: dict[str, tuple[int, ...]]) -> None:
     """Warm up on real data written to the model's warmup/ folder (never random ids, which
     may fall outside the vocabulary, nor empty text, which the tokenizer refuses)."""
     warmup = config.model_warmup.add(name="real_sentence", batch_size=1, count=2)
@@ -62,12 +63,12 @@ def text_model_config(name: str, outputs: list[Tensor], batching: Batching, para
                       instances: int = 1, warmup_file: str = "text") -> mc.ModelConfig:
     """A Python-backend model taking raw `TEXT`: the tokenizer, or the fused text-to-outputs model."""
     config = mc.ModelConfig(name=name, backend="python")
-    text = Tensor("TEXT", STRING, (1,))
+    text = Tensor(TEXT_INPUT, STRING, (1,))
     _io(config, [text], outputs)
     _batching(config, batching)
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
     _parameters(config, parameters)
-    _warmup(config, [text], {"TEXT": warmup_file}, {"TEXT": (1,)})
+    _warmup(config, [text], {TEXT_INPUT: warmup_file}, {TEXT_INPUT: (1,)})
     return config
 
 
@@ -147,10 +148,10 @@ def ensemble_config(name: str, *, tokenizer: str, encoder: str, token_tensors: l
                     outputs: dict[str, Tensor], max_batch_size: int, parameters: dict[str, str]) -> mc.ModelConfig:
     """TEXT -> tokenizer -> encoder. `outputs` maps an encoder output to the ensemble's tensor."""
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
-    _io(config, [Tensor("TEXT", STRING, (1,))], list(outputs.values()))
+    _io(config, [Tensor(TEXT_INPUT, STRING, (1,))], list(outputs.values()))
     steps = config.ensemble_scheduling.step
     tokenize = steps.add(model_name=tokenizer, model_version=-1)
-    tokenize.input_map["TEXT"] = "TEXT"
+    tokenize.input_map[TEXT_INPUT] = TEXT_INPUT
     run = steps.add(model_name=encoder, model_version=-1)
     for tensor in token_tensors:
         tokenize.output_map[tensor] = f"_{tensor}"
@@ -160,12 +161,3 @@ def ensemble_config(name: str, *, tokenizer: str, encoder: str, token_tensors: l
     _parameters(config, parameters)
     return config
 
-
-def write_config(config: mc.ModelConfig, model_dir: Path) -> Path:
-    path = model_dir / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
-    return path
-
-
-def read_config(model_dir: Path) -> mc.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())

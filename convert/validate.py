@@ -13,13 +13,16 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from convert.errors import ConvertError
-from convert.python_models.onnx_encoder_model import run_batch
-from convert.python_models.tokenizer_model import encode
+from modelrepo import Precision
 
+from .errors import ConvertError
+from .python_models.onnx_encoder_model import run_batch
+from .python_models.tokenizer_model import encode
+
+PLAIN = "plain"   # the unfused FP32 graph, for TensorRT: a variant, not a served precision
 # Dynamic INT8 scales activations per batch, so the served model runs it row by row
 # (see onnx_encoder_model.run_batch); float variants run whole batches.
-ROW_BY_ROW = {"fp32": False, "plain": False, "fp16": False, "int8": True}
+ROW_BY_ROW = {Precision.FP32: False, PLAIN: False, Precision.FP16: False, Precision.INT8: True}
 
 BATCH_SIZE = 8
 
@@ -34,10 +37,13 @@ class Thresholds:
 
 
 THRESHOLDS = {
-    "fp32": Thresholds(max_abs=1e-4, batch_max_abs=1e-4, top1_agreement=None, cosine_mean=None, cosine_min=None),
-    "fp16": Thresholds(max_abs=1e-2, batch_max_abs=1e-2, top1_agreement=None, cosine_mean=None, cosine_min=None),
-    "plain": Thresholds(max_abs=1e-4, batch_max_abs=1e-4, top1_agreement=None, cosine_mean=None, cosine_min=None),
-    "int8": Thresholds(max_abs=None, batch_max_abs=1e-5, top1_agreement=0.99, cosine_mean=0.99, cosine_min=0.97),
+    Precision.FP32: Thresholds(max_abs=1e-4, batch_max_abs=1e-4, top1_agreement=None, cosine_mean=None,
+                               cosine_min=None),
+    Precision.FP16: Thresholds(max_abs=1e-2, batch_max_abs=1e-2, top1_agreement=None, cosine_mean=None,
+                               cosine_min=None),
+    PLAIN: Thresholds(max_abs=1e-4, batch_max_abs=1e-4, top1_agreement=None, cosine_mean=None, cosine_min=None),
+    Precision.INT8: Thresholds(max_abs=None, batch_max_abs=1e-5, top1_agreement=0.99, cosine_mean=0.99,
+                               cosine_min=0.97),
 }
 
 

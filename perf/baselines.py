@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from perf.inputs import load_tokenizer
+from .inputs import load_tokenizer
 
 MAX_LENGTH = 512  # truncation limit of the baselines' tokenizers; benchmark texts stay below
 
@@ -78,7 +78,8 @@ class OrtPipeline:
         self.tokenizer = load_tokenizer(tokenizer_json)
         self.tokenizer.enable_padding()  # to the longest text in the batch, as the tokenizer model does
         self.tokenizer.enable_truncation(max_length=MAX_LENGTH)
-        self.session = onnxruntime.InferenceSession(str(onnx_path), _session_options(onnxruntime, intra_op_threads, spin),
+        self.session = onnxruntime.InferenceSession(str(onnx_path),
+                                                    _session_options(onnxruntime, intra_op_threads, spin),
                                                     providers=_ort_providers(onnxruntime))
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_names = [node.name for node in self.session.get_outputs()]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from convert.triton_config import STRING, write_config
+from modelrepo import TEXT_INPUT, write_config
 
 ECHO_MODEL = "perf-echo"
 MODEL_CODE = Path(__file__).resolve().parent / "echo_model.py"
@@ -19,8 +19,8 @@ MODEL_CODE = Path(__file__).resolve().parent / "echo_model.py"
 
 def echo_config(max_batch_size: int, dynamic_batching: bool) -> mc.ModelConfig:
     config = mc.ModelConfig(name=ECHO_MODEL, backend="python", max_batch_size=max_batch_size)
-    config.input.add(name="TEXT", data_type=STRING, dims=[1])
-    config.output.add(name="ECHO", data_type=STRING, dims=[1])
+    config.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1])
+    config.output.add(name="ECHO", data_type=mc.TYPE_STRING, dims=[1])
     if dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 0
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from perf.models import ModelFiles
+from .models import ModelFiles
 
 READY_TIMEOUT_S = 120.0  # importing FastAPI and loading the ONNX model on 2 busy cores
 

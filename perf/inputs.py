@@ -16,6 +16,10 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from modelrepo import TEXT_INPUT
+
+from .errors import PerfError
+
 # Requests a user of an intent classifier would send: banking, travel, home, cars, work,
 # small talk. Mixed lengths, casing and punctuation so texts do not share a shape.
 SENTENCE_POOL: tuple[str, ...] = (
@@ -134,27 +138,11 @@ def load_tokenizer(tokenizer_json: Path) -> Tokenizer:
     return tokenizer
 
 
-def find_tokenizer_json(model_repository: Path | None, model: str, checkpoint: Path | None = None) -> Path:
-    """`<repo>/<model>-tokenizer/1/tokenizer.json`, else the checkpoint's tokenizer.json."""
-    candidates = []
-    if model_repository is not None:
-        candidates.append(Path(model_repository) / f"{model}-tokenizer" / "1" / "tokenizer.json")
-    if checkpoint is not None:
-        candidates.append(Path(checkpoint) / "tokenizer.json")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no tokenizer.json found (looked at {[str(c) for c in candidates]}); "
-        "build the model repository with `python -m convert` or pass the checkpoint folder."
-    )
-
-
 def exact_length_texts(tokenizer: Tokenizer, n_tokens: int, count: int, seed: int = 0) -> list[str]:
     """`count` distinct texts that each tokenize to exactly `n_tokens` tokens, specials included."""
     n_special = len(tokenizer.encode("").ids)  # [CLS] and [SEP] for BERT
     if n_tokens <= n_special:
-        raise ValueError(f"n_tokens={n_tokens} leaves no room for text beside {n_special} special tokens")
+        raise PerfError(f"n_tokens={n_tokens} leaves no room for text beside {n_special} special tokens")
     rng = random.Random(seed)
     texts: list[str] = []
     seen: set[str] = set()
@@ -162,7 +150,7 @@ def exact_length_texts(tokenizer: Tokenizer, n_tokens: int, count: int, seed: in
     while len(texts) < count:
         attempts += 1
         if attempts > 200 * count:
-            raise RuntimeError(f"could only build {len(texts)} distinct {n_tokens}-token texts of {count}")
+            raise PerfError(f"could only build {len(texts)} distinct {n_tokens}-token texts of {count}")
         # Early attempts insist on a cut at a word boundary (natural text); later ones accept
         # a cut inside a word, still re-checked, so generation always terminates.
         text = _one_exact_text(tokenizer, n_tokens, n_special, rng, word_boundary=attempts < 50 * count)
@@ -206,7 +194,7 @@ def ensemble_input_data(texts: list[str]) -> dict:
     TEXT has dims [1] in a batched model, so each step holds one string; perf_analyzer's
     `-b` gathers consecutive steps into a batch.
     """
-    return {"data": [{"TEXT": [text]} for text in texts]}
+    return {"data": [{TEXT_INPUT: [text]} for text in texts]}
 
 
 def encoder_input_data(tokenized: list[TokenizedText]) -> dict:
@@ -268,7 +256,7 @@ def mixed_length_texts(tokenizer: Tokenizer, max_tokens: int, seed: int = 0) -> 
     """
     shortest = special_token_count(tokenizer) + 1
     if max_tokens < shortest:
-        raise ValueError(f"max_tokens={max_tokens} leaves no room for a word beside the special tokens")
+        raise PerfError(f"max_tokens={max_tokens} leaves no room for a word beside the special tokens")
     rng = random.Random(seed)
     lengths = list(range(shortest, max_tokens + 1))
     lengths += [rng.randint(shortest, max_tokens) for _ in range(prime_at_least(len(lengths)) - len(lengths))]

@@ -23,13 +23,15 @@ import sys
 import zipfile
 from pathlib import Path
 
+from .errors import PerfError
+
 WHEEL_REQUIREMENT = "tritonclient==2.41.0"
 BINARY_IN_WHEEL = "tritonclient-2.41.0.data/data/bin/perf_analyzer"
 # Plain name the binary asks for -> prefix of the hashed copy in nvidia_pytriton.libs.
 NEEDED_LIBRARIES = {"libb64.so.0d": "libb64-", "libcudart.so.12": "libcudart-"}
 
 
-class PerfAnalyzerInstallError(RuntimeError):
+class PerfAnalyzerInstallError(PerfError, RuntimeError):
     """perf_analyzer could not be installed; the message says why and what to do."""
 
 

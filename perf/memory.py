@@ -20,9 +20,10 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import psutil
+
+from modelrepo import stub_model
 
 TOTAL = "total"
 MIB = 1024 * 1024
@@ -122,13 +123,8 @@ class MemorySampler:
 
 def process_label(process: psutil.Process) -> str:
     """`stub:<model>` for a Python-backend stub (its model.py path names the model), else the name."""
-    name = process.name()
-    if name.startswith("triton_python_backend_stub"):
-        arguments = process.cmdline()
-        if len(arguments) > 1 and arguments[1].endswith(".py"):
-            # .../<model>/<version>/model.py
-            return f"stub:{Path(arguments[1]).parent.parent.name}"
-    return name
+    command = stub_model(process.cmdline())
+    return f"stub:{command.model}" if command is not None else process.name()
 
 
 def analyze(

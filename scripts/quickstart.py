@@ -68,7 +68,8 @@ def latency_line(server: LocalTritonServer, requests: int = 100) -> str:
                 samples.append((time.perf_counter() - started) * 1000)
         samples.sort()
         parts.append(f"{scheme} p50 {statistics.median(samples):.2f} ms, p90 {samples[int(len(samples) * 0.9)]:.2f} ms")
-    return f"latency over {requests} single-sentence requests per protocol (client library, end to end): " + "; ".join(parts)
+    return (f"latency over {requests} single-sentence requests per protocol (client library, end to end): "
+            + "; ".join(parts))
 
 
 def main() -> int:

@@ -7,9 +7,11 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from serve.environment import ADMIN_KEY_ENV, MODEL_CONTROL_MODES
-from serve.errors import ServerStartError
-from serve.ports import check_port_free
+from modelrepo import served_model_folders
+
+from .environment import ADMIN_KEY_ENV, MODEL_CONTROL_MODES
+from .errors import ServerStartError
+from .ports import check_port_free
 
 logger = logging.getLogger("serve")
 
@@ -55,7 +57,7 @@ def check_repository(repository: Path, load_models: tuple[str, ...]) -> None:
             f"model repository {repository} does not exist. Generate it with the converter "
             "(`python -m convert`, which writes triton_models/) or pass the right --model-repository."
         )
-    models = sorted(entry.name for entry in repository.iterdir() if (entry / "config.pbtxt").is_file())
+    models = served_model_folders(repository)
     if not models:
         raise ServerStartError(
             f"model repository {repository} holds no model (no <model>/config.pbtxt). "

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=os.environ.get("TRITON_HEALTHCHECK_MODEL", "minilm-intent"))
     args = parser.parse_args(argv)
     found = problem(args.url.rstrip("/"), args.model)
-    print(f"unhealthy: {found}" if found else f"healthy: {args.model} answers", file=sys.stderr if found else sys.stdout)
+    print(f"unhealthy: {found}" if found else f"healthy: {args.model} answers",
+          file=sys.stderr if found else sys.stdout)
     return 1 if found else 0
 
 

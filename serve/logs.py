@@ -2,7 +2,8 @@
 
 Triton writes one event per line, e.g.
     E1122 04:48:06.029 5291 model_lifecycle.cc:642] "failed to load 'broken' version 1: Internal: ..."
-    E1122 04:48:40.369 5659 main.cc:245] "failed to start GRPC service: Unavailable - Socket '127.0.0.1:28001' already in use "
+    E1122 04:48:40.369 5659 main.cc:245] "failed to start GRPC service: Unavailable - Socket '127.0.0.1:28001' \
+already in use "   (on one line)
 with newlines inside a message written as a literal backslash-n.
 """
 

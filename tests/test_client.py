@@ -2,7 +2,7 @@
 from the server, top-k, retries, timeouts, the asyncio variant, and `python -m client`.
 
 Server-side tests use the session's real tritonserver (`intent_server`); what is served
-is checked against in-process ONNX Runtime in test_serving.py.
+is checked against in-process ONNX Runtime in test_served_answers.py.
 """
 from __future__ import annotations
 
@@ -16,13 +16,20 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc_client
 
-from tests.conftest import PROTOCOLS, url
-from client import (AsyncEncoderClient, ClientError, EncoderClient, InputRejected, ModelNotReady, RequestTimeout,
-                    ServerUnreachable, parse_endpoint)
+from client import (
+    AsyncEncoderClient,
+    ClientError,
+    EncoderClient,
+    InputRejected,
+    ModelNotReady,
+    RequestTimeout,
+    ServerUnreachable,
+    parse_endpoint,
+)
 from client.payload import encode_texts
-from convert.triton_config import read_config
+from modelrepo import read_config
 from serve.ports import free_port
-from tests.conftest import model_statistics
+from tests.conftest import PROTOCOLS, model_statistics, url
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "minilm-intent"
@@ -149,6 +156,29 @@ def test_a_rejected_request_is_sent_once(client, intent_server):
 
 def failure_count(server) -> int:
     return model_statistics(server, MODEL)["fail"]
+
+
+def request_count(server) -> int:
+    return model_statistics(server, MODEL)["success"]
+
+
+def test_obviously_bad_input_is_refused_without_a_request(client, intent_server):
+    before = request_count(intent_server)
+    for bad in ([], [""], ["   "], ["\udcff lone surrogate"], [None], "a bare string"):
+        with pytest.raises(InputRejected):
+            client.classify(bad)
+    assert request_count(intent_server) == before, "a request reached the server"
+    assert client.classify([CAR_RENTAL])[0].label == "car_rental"
+
+
+def test_a_batch_over_max_batch_size_is_sent_in_chunks_and_answered_in_order(client, intent_server):
+    size = client.info.max_batch_size
+    texts = [EXAMPLES[i % len(EXAMPLES)] for i in range(2 * size + 5)]
+    before = request_count(intent_server)
+    served = client.probabilities(texts)
+    assert request_count(intent_server) - before == 3     # ceil((2 * 32 + 5) / 32) requests
+    one_by_one = np.concatenate([client.probabilities([text]) for text in EXAMPLES])
+    np.testing.assert_allclose(served, one_by_one[[i % len(EXAMPLES) for i in range(len(texts))]], atol=1e-5)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

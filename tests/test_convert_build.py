@@ -9,9 +9,11 @@ import onnx
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from convert.triton_config import read_config
+from modelrepo import read_config
 from tests.conftest import run_convert
 from tests.tiny_models import INTENTS, tiny_bert_classifier, tiny_distilbert
+
+pytestmark = pytest.mark.build   # every test here runs python -m convert
 
 
 def _manifest(out: Path) -> dict:
@@ -98,7 +100,8 @@ def test_distilbert_embedding_build_has_no_token_type_ids(tiny_checkpoints, tmp_
 
 def test_gpu_target_writes_onnxruntime_backend_configs(tiny_checkpoints, tmp_path):
     out = tmp_path / "repo"
-    run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--target", "gpu", "--no-tensorrt-plan", "--out", str(out))
+    run_convert(str(tiny_checkpoints["bert"]), "--name", "tiny", "--target", "gpu", "--no-tensorrt-plan",
+                "--out", str(out))
     entry = _manifest(out)["models"]["tiny"]
     assert entry["precision"] == "fp16" and {r["variant"] for r in entry["validation"]} == {"fp32", "fp16", "plain"}
     encoder = read_config(out / "tiny-encoder")
@@ -140,8 +143,10 @@ def test_head_whose_width_does_not_match(tiny_checkpoints, tmp_path):
     from convert.source import resolve_model_spec
 
     head = resolve_model_spec("minilm-intent").head_path   # 384 features; the tiny encoder has 32
-    result = run_convert(str(tiny_checkpoints["distilbert"]), "--head", str(head), "--out", str(tmp_path / "repo"), check=False)
-    _assert_clean_failure(result, "expects 384 input features but the encoder's pooled embedding has 32", tmp_path / "repo")
+    result = run_convert(str(tiny_checkpoints["distilbert"]), "--head", str(head), "--out", str(tmp_path / "repo"),
+                         check=False)
+    _assert_clean_failure(result, "expects 384 input features but the encoder's pooled embedding has 32",
+                          tmp_path / "repo")
 
 
 def test_tensorrt_without_a_gpu_is_refused(tiny_checkpoints, tmp_path):
@@ -150,7 +155,8 @@ def test_tensorrt_without_a_gpu_is_refused(tiny_checkpoints, tmp_path):
     if gpu_available():
         pytest.skip("this machine has a GPU: the TensorRT build would run")
     result = run_convert(str(tiny_checkpoints["bert"]), "--target", "gpu", "--out", str(tmp_path / "repo"), check=False)
-    _assert_clean_failure(result, "TensorRT engines can only be built on a machine with an NVIDIA GPU", tmp_path / "repo")
+    _assert_clean_failure(result, "TensorRT engines can only be built on a machine with an NVIDIA GPU",
+                          tmp_path / "repo")
     assert not (tmp_path / "repo" / "manifest.json").exists()
 
 

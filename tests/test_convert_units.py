@@ -15,6 +15,7 @@ from convert.head import load_sklearn_head
 from convert.python_models.tokenizer_model import MAX_CHARS_PER_TOKEN, InvalidText, decode_texts, encode, load_tokenizer
 from convert.sentences import validation_sentences
 from convert.source import minilm_checkpoint, resolve_model_spec
+from modelrepo import read_config, write_config
 
 TOKENIZER_JSON = minilm_checkpoint() / "tokenizer.json"
 
@@ -29,8 +30,8 @@ def needs_torch():
 def test_tokenizer_config_parses_back_field_by_field(tmp_path):
     outputs = [tc.Tensor("input_ids", tc.INT64, (-1,)), tc.Tensor("attention_mask", tc.INT64, (-1,))]
     config = tc.tokenizer_config("m-tokenizer", outputs, tc.Batching(16, 0), max_length=64, instances=2)
-    tc.write_config(config, tmp_path)
-    parsed = tc.read_config(tmp_path)
+    write_config(config, tmp_path)
+    parsed = read_config(tmp_path)
     assert parsed.name == "m-tokenizer" and parsed.backend == "python"
     assert parsed.max_batch_size == 16
     assert [(i.name, i.data_type, list(i.dims)) for i in parsed.input] == [("TEXT", mc.TYPE_STRING, [1])]
@@ -49,8 +50,8 @@ def test_cpu_encoder_config_allows_ragged_batches_and_carries_parameters(tmp_pat
                                    intra_op_threads=2, spin=True,
                                    warmup_files={"input_ids": "input_ids", "attention_mask": "attention_mask"},
                                    warmup_length=9, row_by_row=True)
-    tc.write_config(config, tmp_path)
-    parsed = tc.read_config(tmp_path)
+    write_config(config, tmp_path)
+    parsed = read_config(tmp_path)
     assert all(i.allow_ragged_batch for i in parsed.input)
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 250
     assert parsed.output[0].label_filename == "labels.txt"
@@ -63,9 +64,10 @@ def test_gpu_encoder_config_sets_tensorrt_accelerator_with_profiles(tmp_path):
     inputs = [tc.Tensor("input_ids", tc.INT64, (-1,)), tc.Tensor("attention_mask", tc.INT64, (-1,))]
     outputs = [tc.Tensor("embedding", tc.FP32, (384,))]
     config = tc.gpu_encoder_config("m-encoder", inputs, outputs, tc.Batching(32, 100), max_length=128, opt_length=64,
-                                   use_tensorrt=True, warmup_files={"input_ids": "a", "attention_mask": "b"}, warmup_length=5)
-    tc.write_config(config, tmp_path)
-    parsed = tc.read_config(tmp_path)
+                                   use_tensorrt=True, warmup_files={"input_ids": "a", "attention_mask": "b"},
+                                   warmup_length=5)
+    write_config(config, tmp_path)
+    parsed = read_config(tmp_path)
     assert parsed.backend == "onnxruntime" and parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     accelerator = parsed.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt"
@@ -107,6 +109,7 @@ def minilm_embeddings():
     return texts, torch.cat(rows).numpy()
 
 
+@pytest.mark.build  # runs the real MiniLM in PyTorch
 def test_folded_intent_head_equals_sklearn_predict_proba(minilm_embeddings):
     torch = needs_torch()
     from convert.reference import build_reference
@@ -117,16 +120,19 @@ def test_folded_intent_head_equals_sklearn_predict_proba(minilm_embeddings):
     reference = build_reference(spec)
     tokenizer = load_tokenizer(TOKENIZER_JSON, 128)
     with torch.no_grad():
-        folded = np.concatenate([reference.model(**{k: torch.from_numpy(v) for k, v in encode(tokenizer, [t], True).items()})[1].numpy()
+        folded = np.concatenate([reference.model(**{k: torch.from_numpy(v)
+                                                    for k, v in encode(tokenizer, [t], True).items()})[1].numpy()
                                  for t in texts])
     expected = estimator.predict_proba(embeddings)
     np.testing.assert_allclose(folded, expected, atol=1e-5)
     assert (folded.argmax(1) == expected.argmax(1)).all()
 
 
+@pytest.mark.build  # runs the real MiniLM in PyTorch
 def test_folded_binary_head_equals_sklearn_predict_proba(minilm_embeddings, tmp_path):
     texts, embeddings = minilm_embeddings
-    labels = np.array(["money" if any(w in t.lower() for w in ("card", "bank", "pay", "account", "balance")) else "other"
+    money_words = ("card", "bank", "pay", "account", "balance")
+    labels = np.array(["money" if any(w in t.lower() for w in money_words) else "other"
                        for t in texts])
     estimator = LogisticRegression(max_iter=500).fit(embeddings, labels)
     joblib.dump(estimator, tmp_path / "binary.joblib")
@@ -137,6 +143,7 @@ def test_folded_binary_head_equals_sklearn_predict_proba(minilm_embeddings, tmp_
     assert head.class_names == ["money", "other"]
 
 
+@pytest.mark.build  # runs the real MiniLM in PyTorch
 def test_head_of_the_wrong_width_is_refused(minilm_embeddings, tmp_path):
     _, embeddings = minilm_embeddings
     estimator = LogisticRegression(max_iter=200).fit(embeddings[:, :32], np.arange(len(embeddings)) % 3)
@@ -198,7 +205,8 @@ def test_megabyte_text_is_cut_before_tokenizing_and_still_fills_max_length(token
 def _broken_copy(source, target):
     """The same graph with one encoder weight matrix scrambled: runs fine, answers wrong."""
     model = onnx.load(str(source))
-    weights = max(model.graph.initializer, key=lambda t: np.prod(t.dims) if t.data_type == onnx.TensorProto.FLOAT else 0)
+    weights = max(model.graph.initializer,
+                  key=lambda t: np.prod(t.dims) if t.data_type == onnx.TensorProto.FLOAT else 0)
     array = onnx.numpy_helper.to_array(weights).copy()
     np.random.default_rng(0).shuffle(array.reshape(-1))
     weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
@@ -206,6 +214,7 @@ def _broken_copy(source, target):
     return target
 
 
+@pytest.mark.build  # runs the real MiniLM in PyTorch
 def test_gate_passes_the_good_variant_and_fails_a_broken_one(tmp_path):
     needs_torch()
     from convert import validate

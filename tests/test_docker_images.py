@@ -293,12 +293,13 @@ def compose_skip_reasons(compose: dict) -> dict[str, str]:
     rules (perf.runner.skip_reason) on the URLs compose passes, and what the containers share."""
     from perf.runner import skip_reason
     from perf.sweeps import TRITON_RUNTIMES, load_sweep
+    from perf.triton import TritonServer
 
     services = compose["services"]
     perf, triton = services["perf"], services["triton"]
     command = perf["command"]
-    endpoints = {"grpc": _option(command, "--grpc-url"), "http": _option(command, "--http-url"),
-                 "echo": False, "started_here": False}
+    server = TritonServer(_option(command, "--grpc-url"), _option(command, "--http-url"), pid=None,
+                          started_here=False)
     # /dev/shm is private to a container unless it joins the server's IPC namespace, which
     # Docker allows only when the server's is shareable.
     shares_shm = perf.get("ipc") == "service:triton" and triton.get("ipc") == "shareable"
@@ -306,7 +307,7 @@ def compose_skip_reasons(compose: dict) -> dict[str, str]:
     for spec in load_sweep(_option(command, "--preset")).runs:
         if spec.runtime not in TRITON_RUNTIMES:
             continue   # in-process baselines run in the perf container itself
-        reason = skip_reason(spec, endpoints, has_fused=False)   # GPU builds have no fused model
+        reason = skip_reason(spec, server, echo=False, has_fused=False)   # GPU builds have no fused model
         if not reason and spec.shared_memory != "none" and not shares_shm:
             reason = "system shared memory needs the perf container in the server's IPC namespace"
         if not reason and spec.shared_memory == "cuda" and not _gpu_devices(perf):

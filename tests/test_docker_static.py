@@ -292,7 +292,8 @@ def test_model_repository_api_is_restricted_with_a_key_from_the_environment(comp
         assert header == ADMIN_HEADER and key == "$${TRITON_ADMIN_KEY}", "the key must come from the environment"
     assert triton["environment"]["TRITON_ADMIN_KEY"] == "${TRITON_ADMIN_KEY:-}"
     image_cmd = " ".join(stages["triton"].args("CMD"))
-    assert "--http-restricted-api=model-repository" in image_cmd and "--grpc-restricted-protocol=model-repository" in image_cmd
+    assert "--http-restricted-api=model-repository" in image_cmd
+    assert "--grpc-restricted-protocol=model-repository" in image_cmd
 
 
 def test_perf_runs_the_gpu_sweep_against_the_server(compose):
@@ -487,7 +488,8 @@ def test_compose_prometheus_scrapes_the_server_with_pod_labels_and_valid_rules(c
     from deploy.monitoring.contract import RECORDING_RULES
     from deploy.monitoring.prometheus import find_binary
 
-    config = yaml.safe_load(_bind_mounts(compose["services"]["prometheus"])["/etc/prometheus/prometheus.yml"].read_text())
+    mounts = _bind_mounts(compose["services"]["prometheus"])
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
     metrics_port = next(str(p).rsplit(":", 1)[-1] for p in compose["services"]["triton"]["ports"] if "8002" in str(p))
     [static] = config["scrape_configs"][0]["static_configs"]
     assert static["targets"] == [f"triton:{metrics_port}"]

@@ -212,6 +212,8 @@ def test_without_the_watchdog_triton_leaves_the_model_down_and_the_client_says_w
         healthy = container_healthcheck(server, ENSEMBLE)
         unknown = container_healthcheck(server, "no-such-model")
         os.kill(server.python_stubs()[f"{ENCODER}_0_0"].pid, signal.SIGKILL)
+        # The signal is delivered, not yet acted on, when kill returns: check once the process is gone.
+        assert wait_for(lambda: f"{ENCODER}_0_0" not in server.python_stubs(), timeout_s=30)
         after_kill = container_healthcheck(server, ENSEMBLE)
         with EncoderClient(url(server, "grpc"), retries=1, timeout_s=REQUEST_TIMEOUT_S) as client, \
                 EncoderClient(url(server, "http"), model=FUSED, timeout_s=REQUEST_TIMEOUT_S) as fused:

@@ -29,8 +29,15 @@ import pytest
 from onnx import TensorProto, helper
 
 from convert import tensorrt_engine
-from convert.tensorrt_engine import (GPU_REQUIRED, EngineBuildError, GpuUnavailableError, build_engine,
-                                     check_bindings_match_system, check_onnx_graph, check_profile)
+from convert.tensorrt_engine import (
+    GPU_REQUIRED,
+    EngineBuildError,
+    GpuUnavailableError,
+    build_engine,
+    check_bindings_match_system,
+    check_onnx_graph,
+    check_profile,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GPU = tensorrt_engine.gpu_available()

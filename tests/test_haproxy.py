@@ -16,8 +16,16 @@ import pytest
 from tests.conftest import PROTOCOLS
 from tests.haproxy import Backend, HAProxy, haproxy_binary
 from tests.test_faults import report
-from tests.test_replicas import (FAIR_SHARE, check_no_request_failed, clients_on, distinct_free_ports,
-                                 ensure_all_running, replicas, send_one_text_requests, wait_until_serving)
+from tests.test_replicas import (
+    FAIR_SHARE,
+    check_no_request_failed,
+    clients_on,
+    distinct_free_ports,
+    ensure_all_running,
+    replicas,
+    send_one_text_requests,
+    wait_until_serving,
+)
 
 REQUIRE_ENV = "TRITON_ENCODERS_REQUIRE_HAPROXY"   # set (CI): a missing haproxy fails instead of skipping
 REQUESTS = 1200      # per protocol: HAProxy's round-robin is exact, fewer requests show it

@@ -37,7 +37,8 @@ BIN = Path(sys.executable).parent
 CHART = ROOT / "deploy" / "helm" / "triton-encoders"
 FILES = CHART / "files"
 ADAPTER_VALUES = ROOT / "deploy" / "prometheus-adapter-values.yaml"
-VALUES_FILES = {"default": None} | {p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))}
+VALUES_FILES = {"default": None} | {p.name.removesuffix("-values.yaml"): p
+                                    for p in sorted((CHART / "ci").glob("*-values.yaml"))}
 NAMESPACE = "serving"
 OPERATOR_KINDS = {"PodMonitor", "PrometheusRule"}
 REQUIRED = os.environ.get("TRITON_ENCODERS_REQUIRE_CHART_TOOLS") == "1"
@@ -129,7 +130,8 @@ def values_of(name: str) -> dict:
 def _merged(base: dict, overrides: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
-        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both_dicts else value
     return merged
 
 
@@ -163,7 +165,8 @@ def test_every_object_validates_against_kubernetes_1_33_strict(rendered):
         if o["kind"] in OPERATOR_KINDS:   # no schema here: checked field by field below
             assert f"Couldn't find schema for kind {o['kind']}" in result.stdout + result.stderr
         else:
-            assert f"passed for resource {o['kind'].lower()}/{o['metadata']['name']} against version 1.33" in result.stdout
+            resource = f"{o['kind'].lower()}/{o['metadata']['name']}"
+            assert f"passed for resource {resource} against version 1.33" in result.stdout
 
 
 def test_kubernetes_validate_does_reject_an_unknown_field(tmp_path):
@@ -298,21 +301,24 @@ def test_queue_compute_ratio_sums_tokenizer_and_encoder_before_dividing(tmp_path
     busy, idle = {"namespace": NAMESPACE, "pod": "busy"}, {"namespace": NAMESPACE, "pod": "idle"}
     per_second = {  # (model, metric): microseconds per second on the busy pod
         ("m-tokenizer", "queue"): 100, ("m-encoder", "queue"): 2900, ("m", "queue"): 50000,
-        ("m-tokenizer", "compute_input"): 100, ("m-tokenizer", "compute_infer"): 800, ("m-tokenizer", "compute_output"): 100,
+        ("m-tokenizer", "compute_input"): 100, ("m-tokenizer", "compute_infer"): 800,
+        ("m-tokenizer", "compute_output"): 100,
         ("m-encoder", "compute_input"): 200, ("m-encoder", "compute_infer"): 1600, ("m-encoder", "compute_output"): 200,
         ("m", "compute_input"): 0, ("m", "compute_infer"): 3000, ("m", "compute_output"): 0,
     }
     series = []
     for (model, metric), rate in per_second.items():
         for pod, slope in ((busy, rate * 60), (idle, 0)):
-            labels = ",".join(f'{k}="{v}"' for k, v in (pod | {"model": model, "version": "1", "gpu_uuid": "GPU-0"}).items())
+            series_labels = pod | {"model": model, "version": "1", "gpu_uuid": "GPU-0"}
+            labels = ",".join(f'{k}="{v}"' for k, v in series_labels.items())
             series.append({"series": f"nv_inference_{metric}_duration_us{{{labels}}}", "values": f"0+{slope}x10"})
     tests = {"rule_files": [str(FILES / "recording-rules.yaml")], "evaluation_interval": "1m", "tests": [{
         "interval": "1m", "input_series": series,
         "promql_expr_test": [
             {"expr": "triton_encoders:queue_compute_ratio", "eval_time": "5m", "exp_samples": [
                 {"labels": f'triton_encoders:queue_compute_ratio{{namespace="{NAMESPACE}",pod="busy"}}', "value": 1.0},
-                {"labels": f'triton_encoders:queue_compute_ratio{{namespace="{NAMESPACE}",pod="idle"}}', "value": 0.0}]},
+                {"labels": f'triton_encoders:queue_compute_ratio{{namespace="{NAMESPACE}",pod="idle"}}',
+                 "value": 0.0}]},
             {"expr": 'triton_encoders:queue_us:rate1m{pod="busy"}', "eval_time": "5m", "exp_samples": [
                 {"labels": f'triton_encoders:queue_us:rate1m{{namespace="{NAMESPACE}",pod="busy"}}', "value": 3000.0}]},
         ]}]}
@@ -498,7 +504,8 @@ def test_requests_equal_limits_and_the_gpu_is_requested_and_pinned(rendered):
 def test_replicas_spread_across_nodes_and_roll_out_without_an_unavailable_pod(rendered):
     _, _, objects = rendered
     (spread,) = pod_spec(objects)["topologySpreadConstraints"]
-    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["labelSelector"]["matchLabels"] == pod_labels(objects)
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == pod_labels(objects)
     assert only(objects, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from convert.python_models import tokenizer_model, text_encoder_model
+from convert.python_models import text_encoder_model, tokenizer_model
 from convert.python_models.tokenizer_model import MAX_REQUEST_TEXT_BYTES
 from serve.environment import HTTP_MAX_INPUT_SIZE_FLAG, MAX_REQUEST_BYTES, supported_options
 from serve.install import install
@@ -287,7 +287,8 @@ def check_untwisted(outcome: Outcome, texts: list[bytes], max_batch: int) -> Non
 
 # ----------------------------------------------------------------- 1. texts through raw tritonclient
 
-def test_random_texts_get_their_answer_or_a_refusal_naming_the_text(intent_server, served, clients, record_testsuite_property):
+def test_random_texts_get_their_answer_or_a_refusal_naming_the_text(intent_server, served, clients,
+                                                                    record_testsuite_property):
     @HOSTILE
     @given(protocol=st.sampled_from(PROTOCOLS), model=st.sampled_from(MODELS), texts=text_batches())
     def random_texts(protocol, model, texts):
@@ -416,6 +417,15 @@ def json_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list[str]]:
     text_input = {"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": [t.decode() for t in texts]}
     request = {"inputs": [text_input], "outputs": [{"name": "LABEL"}]}
     twists = draw(st.lists(st.sampled_from(JSON_TWISTS), max_size=2, unique=True) | st.just([]))
+    _twist_fields(draw, twists, text_input)
+    _twist_inputs(draw, twists, request, text_input)
+    body = json.dumps(request, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    body, headers = _twist_body(draw, twists, body, {"Content-Type": "application/json"})
+    return body, headers, texts, twists
+
+
+def _twist_fields(draw, twists: list[str], text_input: dict) -> None:
+    """The TEXT input's own fields: a value of another type, one missing, a bad shape or data."""
     field = draw(st.sampled_from(list(text_input)))
     if "field value" in twists:
         text_input[field] = draw(json_value)
@@ -427,6 +437,10 @@ def json_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list[str]]:
         text_input["data"] = draw(st.lists(st.just("hello"), max_size=40))
     if "data items" in twists:
         text_input["data"] = draw(st.lists(json_value | st.sampled_from(["", " ", "\u200b"]), min_size=1, max_size=4))
+
+
+def _twist_inputs(draw, twists: list[str], request: dict, text_input: dict) -> None:
+    """The inputs list and the input's parameters: not a list, a second input, shared memory, binary size."""
     if "inputs not a list" in twists:
         request["inputs"] = text_input
     if "second input" in twists:
@@ -438,8 +452,10 @@ def json_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list[str]]:
             text_input.pop("data", None)
     if "binary size" in twists:
         text_input["parameters"] = {"binary_data_size": draw(st.integers(-1, 2**40))}
-    body = json.dumps(request, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
-    headers = {"Content-Type": "application/json"}
+
+
+def _twist_body(draw, twists: list[str], body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The bytes on the wire: cut, with bytes inserted, random, (falsely) compressed."""
     if "truncate" in twists:
         body = body[: draw(st.integers(0, len(body) - 1))]
     if "insert bytes" in twists:
@@ -453,7 +469,7 @@ def json_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list[str]]:
         body, headers["Content-Encoding"] = b"\x1f\x8b" + draw(st.binary(max_size=40)), "gzip"
     if "unknown encoding" in twists:
         headers["Content-Encoding"] = draw(st.sampled_from(["br", "zstd", "gzip, gzip", "identity"]))
-    return body, headers, texts, twists
+    return body, headers
 
 
 def post_and_check(property_name: str, clients, served, model: str, body: bytes, headers: dict,
@@ -514,7 +530,8 @@ def binary_tensor_bodies(draw) -> tuple[bytes, dict[str, str], list[bytes], list
     return body, headers, texts, twists
 
 
-def test_malformed_binary_tensor_requests_are_refused_or_answered(intent_server, served, clients, record_testsuite_property):
+def test_malformed_binary_tensor_requests_are_refused_or_answered(intent_server, served, clients,
+                                                                  record_testsuite_property):
     @HOSTILE
     @given(model=st.sampled_from(MODELS), request=binary_tensor_bodies())
     def binary_requests(model, request):

@@ -16,7 +16,8 @@ from deploy.monitoring import contract, dashboard
 from deploy.monitoring.prometheus import find_binary
 
 # What each source that a marked panel waits for exports (Triton's DCGM metrics; the kubelet's cAdvisor).
-SOURCE_METRICS = {"gpu": re.compile(r"^(nv_gpu_\w+|nv_energy_consumption)$"), "kubernetes": re.compile(r"^container_\w+$")}
+SOURCE_METRICS = {"gpu": re.compile(r"^(nv_gpu_\w+|nv_energy_consumption)$"),
+                  "kubernetes": re.compile(r"^container_\w+$")}
 PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "group", "by", "without", "rate", "irate", "increase",
                 "clamp_min", "timestamp", "on", "ignoring"}
 

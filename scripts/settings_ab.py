@@ -1,8 +1,9 @@
-"""A/B of server-side settings: copies of one repository with edited configs, each served
+"""A one-off A/B of server-side settings, kept apart from perf/ (a Model Analyzer search is to
+replace it): copies of one repository with edited configs, each served
 in turn and measured with perf_analyzer, round after round, so that machine noise hits
 every variant alike. The figures in perf/NOTES.md ("Server-side settings") come from:
 
-    .venv/bin/python -m perf.settings_ab triton_models --rounds 2
+    .venv/bin/python scripts/settings_ab.py triton_models --rounds 2
 
 Variants edit the encoder and fused models' config.pbtxt (ModelConfig protobuf):
 dynamic-batching queue delay, ORT intra-op threads, spinning, instance count.
@@ -12,16 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from google.protobuf import text_format
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from convert.triton_config import read_config
-from perf.analyzer import build_command, run_perf_analyzer
-from perf.inputs import load_tokenizer, prime_at_least, write_input_files
-from perf.install import perf_analyzer_command
-from perf.sweeps import MeasurementSettings
+from modelrepo import ModelNames, read_config, write_config  # noqa: E402
+from perf.analyzer import build_command, run_perf_analyzer  # noqa: E402
+from perf.inputs import load_tokenizer, prime_at_least, write_input_files  # noqa: E402
+from perf.install import perf_analyzer_command  # noqa: E402
+from perf.sweeps import MeasurementSettings  # noqa: E402
 
 VARIANTS = {
     "before": {"queue": 100, "spin": "0"},
@@ -39,7 +41,8 @@ SETTINGS = MeasurementSettings(interval_ms=3000, stability_percentage=50, max_tr
 def variant_repository(source: Path, target: Path, name: str, change: dict) -> Path:
     """A copy of `source` whose encoder and fused configs carry `change`."""
     shutil.copytree(source, target)
-    for model in (f"{name}-encoder", f"{name}-fused"):
+    names = ModelNames.of(name)
+    for model in (names.encoder, names.fused):
         config = read_config(target / model)
         config.dynamic_batching.max_queue_delay_microseconds = change["queue"]
         if "instances" in change:
@@ -47,7 +50,7 @@ def variant_repository(source: Path, target: Path, name: str, change: dict) -> P
         for key in ("intra_op_threads", "spin"):
             if key in change:
                 config.parameters[key].string_value = change[key]
-        (target / model / "config.pbtxt").write_text(text_format.MessageToString(config))
+        write_config(config, target / model)
     return target
 
 
@@ -77,7 +80,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="settings-ab-"))
-    tokenizer = load_tokenizer(args.repository / f"{args.model}-tokenizer/1/tokenizer.json")
+    tokenizer = load_tokenizer(ModelNames.of(args.model).tokenizer_json(args.repository))
     inputs = {n: write_input_files(tokenizer, n, prime_at_least(64), work / "inputs")["ensemble"] for n in (16, 128)}
     chosen = {name: VARIANTS[name] for name in args.variants.split(",")}
     repositories = {name: variant_repository(args.repository, work / name, args.model, change)
