@@ -51,11 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", help="grpc://host:port or http://host:port of the server (default 127.0.0.1:8001)")
     parser.add_argument("--model", default="minilm-intent", help="the served ensemble (default minilm-intent)")
     parser.add_argument("--repository", type=Path,
-                        help="the served model repository: its manifest names the checkpoint and head it was built from")
+                        help="the served model repository: its manifest names the checkpoint and head "
+                             "it was built from")
     parser.add_argument("--checkpoint", type=Path, help="the Hugging Face folder to build the reference from")
     parser.add_argument("--head", type=Path, help="with --checkpoint: the scikit-learn head of a classifier")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                        help="hold the answers to this precision's thresholds (default: what the server says it serves)")
+                        help="hold the answers to this precision's thresholds "
+                             "(default: what the server says it serves)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser.parse_args(argv)
@@ -86,7 +88,8 @@ def reference_spec(args: argparse.Namespace, entry: dict, name: str) -> tuple[Mo
                                   normalize=entry.get("normalize", True))
         return spec, f"{source} (from the manifest)"
     raise ConvertError(f"no reference for {name}: it is not a preset ({', '.join(PRESETS)}) and "
-                       f"{'the manifest names no checkpoint on this machine' if entry else 'no --repository was given'}; "
+                       f"{'the manifest names no checkpoint on this machine' if entry else 'no --repository was given'}"
+                       "; "
                        "pass --checkpoint (and --head for a classifier)")
 
 
@@ -102,7 +105,8 @@ def resolve_target(args: argparse.Namespace, info: ModelInfo) -> Target:
                            f"{entry['precision']}: is that the repository the server loaded?")
     precision = args.precision or served
     if not precision:
-        raise ConvertError(f"neither the server nor a manifest says which precision {info.name} serves; pass --precision")
+        raise ConvertError(f"neither the server nor a manifest says which precision {info.name} serves; "
+                           "pass --precision")
     return Target(info, spec, precision, source)
 
 
@@ -186,7 +190,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         target = resolve_target(args, client.info)
         report = compare(target, client, texts)
         if args.json:
-            print(json.dumps(report.as_dict() | {"endpoint": str(client.endpoint), "reference": target.reference_source}))
+            where = {"endpoint": str(client.endpoint), "reference": target.reference_source}
+            print(json.dumps(report.as_dict() | where))
         else:
             show(report, target, str(client.endpoint), console)
     return PASSED if report.passed else FAILED

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path

@@ -21,8 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_docker_static import (COMPOSE, DOCKERFILE, ROOT, Stage, dockerfile_stages, dockerignore_excludes,
-                                      service_command)
+from tests.test_docker_static import (
+    COMPOSE,
+    DOCKERFILE,
+    ROOT,
+    Stage,
+    dockerfile_stages,
+    dockerignore_excludes,
+    service_command,
+)
 
 # The image's interpreter is Python 3.12 with the stage's pip packages; the project's
 # environment has every package the stages install, so it stands in for them here.
@@ -272,10 +279,12 @@ def test_every_folder_the_gpu_config_names_can_be_made_by_the_serving_user(stage
             except FileNotFoundError:
                 pytest.fail(f"{key}: {path} needs {posixpath.dirname(path)}, which the triton image lacks: "
                             "create it in the Dockerfile or name a folder directly under one that exists")
-            assert posixpath.dirname(path) in writable, f"{key}: the serving user cannot write {posixpath.dirname(path)}"
+            parent = posixpath.dirname(path)
+            assert parent in writable, f"{key}: the serving user cannot write {parent}"
             made_by_the_server.add(path)
         else:
-            assert path in writable | made_by_the_server, f"{key}: {path} exists in the image but is not the serving user's"
+            assert path in writable | made_by_the_server, \
+                f"{key}: {path} exists in the image but is not the serving user's"
 
 
 # ---------------------------------------------------------------- the GPU sweep, as compose runs it
@@ -352,7 +361,8 @@ def test_compose_verifies_the_served_answers_once_the_server_is_healthy(compose,
     assert verify.get("restart") == "no", "a one-shot check, not a service to keep up"
     command = verify["command"]
     assert command[:3] == ["python3", "-m", "convert.verify"]
-    assert _option(command, "--url").endswith("triton:8001") and _option(command, "--repository") == "/models/repository"
+    assert _option(command, "--url").endswith("triton:8001")
+    assert _option(command, "--repository") == "/models/repository"
     assert _option(command, "--model") in services["triton"]["healthcheck"]["test"], "the model the server serves"
     # The reference needs torch and the checkpoint: the converter's image has both.
     assert verify["build"]["target"] == "convert" and verify["image"] == services["convert"]["image"]
