@@ -16,13 +16,13 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-from client import payload
-from client.endpoint import Endpoint, parse_endpoint
-from client.errors import ClientError, ModelUnavailable
-from client.model_info import ModelInfo, from_server
-from client.payload import Prediction, Text
-from client.retry import RetryPolicy, with_retries
-from client.transport import Transport, open_transport
+from . import payload
+from .endpoint import Endpoint, parse_endpoint
+from .errors import ClientError, ModelUnavailable
+from .model_info import ModelInfo, from_server
+from .payload import Prediction, Text
+from .retry import RetryPolicy, with_retries
+from .transport import Transport, open_transport
 
 DEFAULT_MODEL = "minilm-intent"
 DEFAULT_TIMEOUT_S = 30.0

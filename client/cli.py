@@ -19,11 +19,11 @@ from typing import Sequence
 
 from rich.console import Console
 
-from client import render
-from client.async_client import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
-from client.endpoint import PROTOCOLS
-from client.errors import ClientError
-from client.sync_client import EncoderClient
+from . import render
+from .async_client import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+from .endpoint import PROTOCOLS
+from .errors import ClientError
+from .sync_client import EncoderClient
 
 
 class UsageError(Exception):

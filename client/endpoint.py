@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from client.errors import ClientError
+from .errors import ClientError
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PROTOCOL = "grpc"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from client.errors import ClientError
+from .errors import ClientError
 
 TEXT_INPUT = "TEXT"
 LABEL, SCORE, PROBABILITIES, EMBEDDING = "LABEL", "SCORE", "PROBABILITIES", "EMBEDDING"

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
-from client.errors import gave_up, is_retryable, translate
+from .errors import gave_up, is_retryable, translate
 
 T = TypeVar("T")
 logger = logging.getLogger("client")

@@ -16,11 +16,11 @@ from typing import Coroutine, Sequence, TypeVar
 
 import numpy as np
 
-from client.async_client import (DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S,
-                                 AsyncEncoderClient)
-from client.endpoint import Endpoint
-from client.model_info import ModelInfo
-from client.payload import Prediction, Text
+from .async_client import (DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S,
+                           AsyncEncoderClient)
+from .endpoint import Endpoint
+from .model_info import ModelInfo
+from .payload import Prediction, Text
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http as http_protocol
 import tritonclient.http.aio as http_aio
 
-from client.endpoint import Endpoint
+from .endpoint import Endpoint
 
 
 def grpc_channel_args() -> list[tuple[str, int | bool]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from convert.errors import ConvertError
-from convert.pipeline import TARGET_VARIANTS, BuildOptions, BuildResult, build, is_up_to_date
-from convert.progress import console
-from convert.source import DEFAULT_PRESET, PRESETS, TASKS, resolve_model_spec
+from .errors import ConvertError
+from .pipeline import TARGET_VARIANTS, BuildOptions, BuildResult, build, is_up_to_date
+from .progress import console
+from .source import DEFAULT_PRESET, PRESETS, TASKS, resolve_model_spec
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

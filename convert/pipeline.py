@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import optimize, validate
-from convert.errors import ConvertError
-from convert.export import export_onnx
-from convert.latency import latency_by_length
-from convert.postprocess import add_label_outputs
-from convert.progress import console, step
-from convert.python_models.tokenizer_model import encode, load_tokenizer
-from convert.reference import Reference, build_reference
-from convert.repository import (MANIFEST, ModelFolder, check_writable, install, int64_tensor_bytes,
-                                python_model_source, read_manifest, stage_folders, string_tensor_bytes)
-from convert.sentences import validation_sentences
-from convert.source import ModelSpec
-from convert import triton_config as tc
+from . import optimize, validate
+from .errors import ConvertError
+from .export import export_onnx
+from .latency import latency_by_length
+from .postprocess import add_label_outputs
+from .progress import console, step
+from .python_models.tokenizer_model import encode, load_tokenizer
+from .reference import Reference, build_reference
+from .repository import (MANIFEST, ModelFolder, check_writable, install, int64_tensor_bytes,
+                         python_model_source, read_manifest, stage_folders, string_tensor_bytes)
+from .sentences import validation_sentences
+from .source import ModelSpec
+from . import triton_config as tc
 
 # Which precisions a target builds, and which one it serves by default.
 TARGET_VARIANTS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "plain")}
@@ -96,7 +96,7 @@ def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
 
 
 def _tensorrt_identity() -> str:
-    from convert import tensorrt_engine
+    from . import tensorrt_engine
 
     devices = tensorrt_engine.gpu_devices() if tensorrt_engine.gpu_available() else []
     return f"{tensorrt_engine.bindings_version()}|" + "|".join(f"{d.name}:{d.compute_capability}" for d in devices)
@@ -206,7 +206,7 @@ def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: P
 def build_tensorrt_plan(plain_onnx: Path, work: Path, reference: Reference, options: BuildOptions, timings: dict) -> tuple[Path, dict]:
     """A TensorRT plan from the plain exported graph: TensorRT parses standard ONNX ops, not
     ONNX Runtime's fused ones, and chooses its own FP16 kernels (norms kept FP32)."""
-    from convert import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
+    from . import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
 
     if not tensorrt_engine.gpu_available():
         raise ConvertError("TensorRT engines can only be built on a machine with an NVIDIA GPU; use --target cpu, "

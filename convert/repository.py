@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.errors import ConvertError
-from convert.triton_config import write_config
+from .errors import ConvertError
+from .triton_config import write_config
 
 PYTHON_MODELS = Path(__file__).with_name("python_models")
 MANIFEST = "manifest.json"

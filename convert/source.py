@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.errors import ConvertError
+from .errors import ConvertError
 
 TASKS = ("text-classification", "embedding")
 

@@ -13,9 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from convert.errors import ConvertError
-from convert.python_models.onnx_encoder_model import run_batch
-from convert.python_models.tokenizer_model import encode
+from .errors import ConvertError
+from .python_models.onnx_encoder_model import run_batch
+from .python_models.tokenizer_model import encode
 
 # Dynamic INT8 scales activations per batch, so the served model runs it row by row
 # (see onnx_encoder_model.run_batch); float variants run whole batches.

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from perf.install import install, perf_analyzer_version
+    from .install import install, perf_analyzer_version
 
     print(install(force=args.force))
     print(perf_analyzer_version())
@@ -74,7 +74,7 @@ def _install(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: local checkpoints only
-    from perf.runner import RunOptions, run
+    from .runner import RunOptions, run
 
     out_dir = args.out or Path("perf/results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     run(RunOptions(args.preset, args.model_repository, args.model, out_dir, args.http_url, args.grpc_url,
@@ -83,14 +83,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from perf.report import write_report
+    from .report import write_report
 
     print(write_report(args.results_dir))
     return 0
 
 
 def _inputs(args: argparse.Namespace) -> int:
-    from perf.inputs import load_tokenizer, write_input_files
+    from .inputs import load_tokenizer, write_input_files
 
     tokenizer = load_tokenizer(args.tokenizer_json)
     for seq_len in args.seq_len:
@@ -101,7 +101,7 @@ def _inputs(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> int:
     """Exit 1 when a request failed or memory grew too much (the reasons are printed), else 0."""
-    from perf.load import SOAK_DURATION_S, LoadOptions, load
+    from .load import SOAK_DURATION_S, LoadOptions, load
 
     out_dir = args.out or Path("perf/results") / datetime.now().strftime("load-%Y%m%d-%H%M%S")
     document = load(LoadOptions(

@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from perf.install import perf_analyzer_command
-from perf.sweeps import MeasurementSettings
+from .install import perf_analyzer_command
+from .sweeps import MeasurementSettings
 
 # perf_analyzer CSV column -> our result field (all latencies arrive in microseconds).
 LATENCY_COLUMNS = {

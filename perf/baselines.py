@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from perf.inputs import load_tokenizer
+from .inputs import load_tokenizer
 
 MAX_LENGTH = 512  # truncation limit of the baselines' tokenizers; benchmark texts stay below
 

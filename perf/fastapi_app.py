@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from perf.baselines import OrtPipeline
+from .baselines import OrtPipeline
 
 
 class PredictRequest(BaseModel):

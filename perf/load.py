@@ -36,11 +36,12 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
-from perf import analyzer, inputs, memory
-from perf.install import perf_analyzer_command, perf_analyzer_version
-from perf.machine import describe_machine
-from perf.models import ModelFiles, resolve_model
-from perf.sweeps import MeasurementSettings
+from . import analyzer, inputs, memory
+from .install import perf_analyzer_command, perf_analyzer_version
+from .machine import describe_machine
+from .stages import local_server_class
+from .models import ModelFiles, resolve_model
+from .sweeps import MeasurementSettings
 
 SOAK_DURATION_S = 600.0
 FIXED_TOKENS = 16
@@ -143,7 +144,7 @@ def _server(options: LoadOptions, out_dir: Path) -> Iterator[Server]:
         pid = options.server_pid or _listening_pid(options.grpc_url or options.http_url)
         yield Server(options.grpc_url, options.http_url, pid, started_here=False)
         return
-    from serve import LocalTritonServer
+    LocalTritonServer = local_server_class()
 
     log_file = out_dir / "raw" / "tritonserver.log"
     console.log(f"starting tritonserver on {options.model_repository}")

@@ -12,8 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from perf.machine import one_line
-from perf.results import load_results
+from .machine import one_line
+from .results import load_results
 
 RUNTIME_ORDER = ["onnxruntime", "pytorch", "fastapi", "triton-ensemble", "triton-fused", "triton-encoder",
                  "triton-echo"]

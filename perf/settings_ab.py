@@ -17,11 +17,11 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from convert.triton_config import read_config
-from perf.analyzer import build_command, run_perf_analyzer
-from perf.inputs import load_tokenizer, prime_at_least, write_input_files
-from perf.install import perf_analyzer_command
-from perf.sweeps import MeasurementSettings
+from .stages import local_server_class, read_config
+from .analyzer import build_command, run_perf_analyzer
+from .inputs import load_tokenizer, prime_at_least, write_input_files
+from .install import perf_analyzer_command
+from .sweeps import MeasurementSettings
 
 VARIANTS = {
     "before": {"queue": 100, "spin": "0"},
@@ -68,7 +68,7 @@ def measure(server, name: str, inputs: dict[int, Path], work: Path) -> dict[str,
 
 
 def main() -> None:
-    from serve import LocalTritonServer
+    LocalTritonServer = local_server_class()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path)

@@ -7,9 +7,9 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from serve.environment import ADMIN_KEY_ENV, MODEL_CONTROL_MODES
-from serve.errors import ServerStartError
-from serve.ports import check_port_free
+from .environment import ADMIN_KEY_ENV, MODEL_CONTROL_MODES
+from .errors import ServerStartError
+from .ports import check_port_free
 
 logger = logging.getLogger("serve")
 

@@ -27,22 +27,22 @@ import weakref
 from pathlib import Path
 from typing import Iterable
 
-from serve.checks import (
+from .checks import (
     check_admin_key, check_model_control, check_ports, check_repository, warn_if_numpy_2,
 )
-from serve.environment import (
+from .environment import (
     ADMIN_KEY_ENV, EXIT_TIMEOUT_S, ServerSettings, admin_headers, server_command, server_environment,
 )
-from serve.errors import ServerStartError
-from serve.health import HttpProbe, ModelState
-from serve.watchdog import Restoration, Stub, StubWatchdog, python_stubs
-from serve.install import TritonInstall, install
-from serve.logs import (
+from .errors import ServerStartError
+from .health import HttpProbe, ModelState
+from .watchdog import Restoration, Stub, StubWatchdog, python_stubs
+from .install import TritonInstall, install
+from .logs import (
     LogFollower, dependency_failures, error_lines, last_lines, load_failures, models_still_loading,
     port_conflicts, read_log, reason_summary,
 )
-from serve.ports import client_host, free_port
-from serve.process import remove_shared_memory, spawn, terminate
+from .ports import client_host, free_port
+from .process import remove_shared_memory, spawn, terminate
 
 logger = logging.getLogger("serve")
 

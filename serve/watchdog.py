@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from serve.health import HttpProbe
+from .health import HttpProbe
 
 logger = logging.getLogger("serve")
 
