@@ -83,7 +83,8 @@ def parse(page: str) -> list[Block]:
         if not opening:
             index += 1
             continue
-        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith(opening.group(1)))
+        end = next((i for i in range(index + 1, len(lines)) if lines[i].startswith(opening.group(1))), None)
+        assert end is not None, f"{page}:{index + 1}: this fence is never closed"
         marker = _marker_above(lines, index)
         blocks.append(Block(page, index + 1, opening.group(2), "\n".join(lines[index + 1:end]),
                             marker[0] if marker else None, marker[1] if marker else ""))
