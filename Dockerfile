@@ -128,3 +128,41 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
 # The model-repository control API (and the logging and trace settings) need the key in
 # TRITON_ADMIN_KEY: `docker run -e TRITON_ADMIN_KEY=...`. docker-compose.yml makes a random one.
 CMD ["/bin/sh", "-c", "exec tritonserver --model-repository=/models/repository --model-control-mode=none --exit-timeout-secs=10 --http-restricted-api=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY:?set TRITON_ADMIN_KEY: the key that opens the model-repository API} --grpc-restricted-protocol=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY}"]
+
+# ================================================================ Kubernetes images
+# For deploy/helm/triton-encoders (docs/kubernetes.md); built with --target, not used by compose.
+
+# ---------------------------------------------------------------- static-busybox: a copy program
+# The repository image below needs one program for its init container to copy the repository
+# into the pod: Ubuntu's statically linked busybox, taken from the NGC image's own Ubuntu.
+FROM serving-runtime AS static-busybox
+# DL3008: the package's version follows the NGC image's Ubuntu release; only its `cp` is used.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends busybox-static \
+    && rm -rf /var/lib/apt/lists/* \
+    && cp "$(command -v busybox)" /busybox
+
+# ---------------------------------------------------------------- model-repository: triton_models/
+# The validated model repository and the static busybox, nothing else. One image tag per model
+# version; its init container runs `busybox cp -R /triton_models/. <emptyDir>`. The folder comes
+# from a named build context, so it never enters the main build context:
+#   docker buildx build --target model-repository --build-context triton-models=PATH/triton_models -t IMAGE:TAG .
+FROM scratch AS model-repository
+COPY --from=static-busybox /busybox /bin/busybox
+# DL3022, DL3026: triton-models is the named build context above, not a stage or a registry image.
+# hadolint ignore=DL3022,DL3026
+COPY --from=triton-models --chown=1000:1000 . /triton_models/
+USER 1000:1000
+ENTRYPOINT ["/bin/busybox"]
+
+# ---------------------------------------------------------------- triton-cpu: the server without a GPU
+# The CPU repository's encoder is a Python-backend model that runs ONNX Runtime in the stub, so
+# this image adds the onnxruntime of requirements.txt (the version the CPU build was validated
+# with; a test keeps them equal) to the `triton` image.
+FROM triton AS triton-cpu
+ARG ONNXRUNTIME_CPU_VERSION=1.31.1
+USER 0
+RUN python3 -m pip install --no-cache-dir "onnxruntime==${ONNXRUNTIME_CPU_VERSION}" \
+    && python3 -c "import onnxruntime; print('onnxruntime', onnxruntime.__version__)"
+USER 1000:1000

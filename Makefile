@@ -13,7 +13,7 @@ test: $(READY)           ## the whole test suite (GPU tests skip themselves with
 
 setup: $(READY)
 
-$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh
+$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh scripts/setup-k8s-tools.sh deploy/requirements-tools.txt
 	scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	touch $(READY)
 

@@ -10,14 +10,15 @@ See client/README.md.
 """
 from .async_client import AsyncEncoderClient
 from .endpoint import Endpoint, parse_endpoint
-from .errors import (BackendCrashed, ClientError, InferenceFailed, InputRejected, ModelNotReady,
-                     ModelUnavailable, RequestTimeout, ServerUnreachable)
+from .errors import (BackendCrashed, ClientError, InferenceFailed, InputRejected, ModelNotReady, ModelUnavailable,
+                     RequestTimeout, ServerUnreachable)
 from .model_info import ModelInfo
 from .payload import Prediction
+from .retry import AttemptCounts
 from .sync_client import EncoderClient
 
 __all__ = [
-    "AsyncEncoderClient", "EncoderClient", "Endpoint", "parse_endpoint", "ModelInfo", "Prediction",
+    "AsyncEncoderClient", "EncoderClient", "Endpoint", "parse_endpoint", "ModelInfo", "Prediction", "AttemptCounts",
     "ClientError", "ServerUnreachable", "ModelNotReady", "ModelUnavailable", "InputRejected", "RequestTimeout",
     "InferenceFailed", "BackendCrashed",
 ]

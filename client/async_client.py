@@ -7,7 +7,9 @@ On open it reads the model's metadata and config from the server (tensors, max b
 size, task, max length). A call splits its texts into chunks of max_batch_size, sends
 up to `max_in_flight` of them at once, retries a chunk only for failures that pass by
 themselves (server unreachable, model being reloaded or restored: see client/errors.py),
-and returns the answers in the order of the texts.
+and returns the answers in the order of the texts. With several servers (a list in the
+URL, or a DNS name with many records) the chunks are spread over them, and a chunk that
+meets a replica going away is sent to another (client/replicas.py, client/transport.py).
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from .endpoint import Endpoint, parse_endpoint
 from .errors import ClientError, ModelUnavailable
 from .model_info import ModelInfo, from_server
 from .payload import Prediction, Text
-from .retry import RetryPolicy, with_retries
-from .transport import Transport, open_transport
+from .replicas import Replicas
+from .retry import AttemptCounts, RetryPolicy, with_retries
+from .transport import open_replicas
 
 DEFAULT_MODEL = "minilm-intent"
 DEFAULT_TIMEOUT_S = 30.0
@@ -42,7 +45,8 @@ class AsyncEncoderClient:
         self.timeout_s = timeout_s
         self.retry_policy = RetryPolicy(retries=retries)
         self.max_in_flight = max_in_flight
-        self._transport: Transport | None = None
+        self.attempt_counts = AttemptCounts()   # failed attempts that were made again, by error type
+        self._replicas: Replicas | None = None
         self._info: ModelInfo | None = None
 
     # ----- lifecycle -------------------------------------------------------------------
@@ -50,15 +54,16 @@ class AsyncEncoderClient:
     async def open(self) -> "AsyncEncoderClient":
         """Connect and read the model's info; raises ServerUnreachable or ModelNotReady."""
         if self._info is None:
-            if self._transport is None:
-                self._transport = open_transport(self.endpoint, self.timeout_s, self.max_in_flight)
+            if self._replicas is None:
+                self._replicas = open_replicas(self.endpoint, self.timeout_s, self.max_in_flight,
+                                               self.attempt_counts)
             self._info = await self._read_model_info()
         return self
 
     async def close(self) -> None:
-        transport, self._transport, self._info = self._transport, None, None
-        if transport is not None:
-            await transport.close()
+        replicas, self._replicas, self._info = self._replicas, None, None
+        if replicas is not None:
+            await replicas.close()
 
     async def __aenter__(self) -> "AsyncEncoderClient":
         try:
@@ -83,7 +88,7 @@ class AsyncEncoderClient:
         batch = payload.encode_texts(texts)  # bad input fails here, before any request
         info = await self._require_task(classifier=True)
         payload.check_top_k(top_k, info)
-        outputs = payload.classification_outputs(self._transport.protocol, top_k)
+        outputs = payload.classification_outputs(self._replicas.protocol, top_k)
         chunks = await self._infer_chunks("classify", batch, outputs, payload.parse_predictions)
         return [prediction for chunk in chunks for prediction in chunk]
 
@@ -91,14 +96,14 @@ class AsyncEncoderClient:
         """The full [n, num_labels] probability matrix, in the model's label order."""
         batch = payload.encode_texts(texts)
         await self._require_task(classifier=True)
-        outputs = payload.probability_outputs(self._transport.protocol)
+        outputs = payload.probability_outputs(self._replicas.protocol)
         return np.concatenate(await self._infer_chunks("score", batch, outputs, payload.parse_probabilities))
 
     async def embed(self, texts: Sequence[Text]) -> np.ndarray:
         """[n, dim] float32 embeddings (L2-normalised if the model was built so)."""
         batch = payload.encode_texts(texts)
         await self._require_task(classifier=False)
-        outputs = payload.embedding_outputs(self._transport.protocol)
+        outputs = payload.embedding_outputs(self._replicas.protocol)
         return np.concatenate(await self._infer_chunks("embed", batch, outputs, payload.parse_embeddings))
 
     # ----- internals -------------------------------------------------------------------
@@ -106,11 +111,11 @@ class AsyncEncoderClient:
     async def _read_model_info(self) -> ModelInfo:
         where = f"{self.model} at {self.endpoint}"
         # Metadata first: for an unknown model its error carries Triton's own words.
-        metadata = await self._call(lambda: self._transport.model_metadata(self.model), f"read the metadata of {where}")
-        config = await self._call(lambda: self._transport.model_config(self.model), f"read the config of {where}")
+        metadata = await self._call(lambda server: server.model_metadata(self.model), f"read the metadata of {where}")
+        config = await self._call(lambda server: server.model_config(self.model), f"read the config of {where}")
 
-        async def require_ready() -> None:  # raised inside the call, so a model being reloaded is retried
-            if not await self._transport.is_model_ready(self.model):
+        async def require_ready(server) -> None:  # raised inside the call, so a model being reloaded is retried
+            if not await server.is_model_ready(self.model):
                 raise ModelUnavailable(f"{where} is known to the server but not ready (still loading, or "
                                        "failed: see the server's log)")
 
@@ -132,9 +137,9 @@ class AsyncEncoderClient:
 
         async def send(start: int, chunk: np.ndarray) -> T:
             doing = f"{verb} texts {start}..{start + len(chunk) - 1} with {self.info.name} at {self.endpoint}"
-            inputs = [payload.text_input(self._transport.protocol, chunk)]
+            inputs = [payload.text_input(self._replicas.protocol, chunk)]
             async with in_flight:
-                result = await self._call(lambda: self._transport.infer(self.info.name, inputs, outputs), doing)
+                result = await self._call(lambda server: server.infer(self.info.name, inputs, outputs), doing)
             return parse(result)
 
         chunks = payload.split_batches(batch, size)
@@ -146,7 +151,9 @@ class AsyncEncoderClient:
         return [task.result() for task in tasks]
 
     async def _call(self, call: Callable, doing: str):
-        return await with_retries(call, self.retry_policy, doing)
+        """`call(transport)` on one replica (others if it is going away), retried as the policy says."""
+        return await with_retries(lambda: self._replicas.run(call, doing), self.retry_policy, doing,
+                                  self.attempt_counts)
 
 
 def _check_settings(timeout_s: float, retries: int, max_in_flight: int) -> None:

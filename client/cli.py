@@ -35,7 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="texts to send (default: --file or stdin)")
     parser.add_argument("--file", help="read texts from this file, one per line ('-' for stdin)")
-    parser.add_argument("--url", help="grpc://host:port or http://host:port (default: 127.0.0.1, gRPC 8001)")
+    parser.add_argument("--url", help="grpc://host:port or http://host:port (default: 127.0.0.1, gRPC 8001); "
+                                      "several servers: grpc://host1:8001,host2:8001")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="when --url has no scheme (default grpc)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"ensemble name (default {DEFAULT_MODEL})")
     parser.add_argument("--top-k", type=int, default=1, help="classifiers: also show the k best labels")

@@ -9,9 +9,10 @@ neither is retried.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
 from .errors import gave_up, is_retryable, translate
@@ -33,7 +34,20 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, doing: str) -> T:
+@dataclass
+class AttemptCounts:
+    """Attempts that failed and were made again, by error type (e.g. "ServerUnreachable"): at once
+    on another replica (failovers, client/replicas.py), or after a pause (retries). Counted
+    whether the call was answered in the end or raised its last error to the caller."""
+    failovers: collections.Counter = field(default_factory=collections.Counter)
+    retries: collections.Counter = field(default_factory=collections.Counter)
+
+    def __str__(self) -> str:
+        return f"failovers {dict(self.failovers)}, retries {dict(self.retries)}"
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, doing: str,
+                       counts: AttemptCounts | None = None) -> T:
     """Await `call()`, retrying per `policy`; raises the typed ClientError of the last failure."""
     attempt = 0
     while True:
@@ -44,6 +58,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, do
             if not is_retryable(error) or attempt >= policy.retries:
                 raise gave_up(error, attempt + 1) from raw
         attempt += 1
+        if counts is not None:
+            counts.retries[type(error).__name__] += 1
         delay_s = policy.delay_s(attempt)
         logger.info("retry %d of %d in %.2f s: %s: %s", attempt, policy.retries, delay_s,
                     type(error).__name__, error)

@@ -21,6 +21,7 @@ from .async_client import (DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_RETRIES
 from .endpoint import Endpoint
 from .model_info import ModelInfo
 from .payload import Prediction, Text
+from .retry import AttemptCounts
 
 T = TypeVar("T")
 
@@ -76,6 +77,11 @@ class EncoderClient:
     @property
     def info(self) -> ModelInfo:
         return self._async.info
+
+    @property
+    def attempt_counts(self) -> AttemptCounts:
+        """Failed attempts that were made again (on another replica, or after a pause), by error type."""
+        return self._async.attempt_counts
 
     def classify(self, texts: Sequence[Text], top_k: int = 1) -> list[Prediction]:
         return self._loop.run(self._async.classify(texts, top_k))

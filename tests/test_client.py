@@ -42,6 +42,8 @@ EXAMPLES = [CAR_RENTAL, "what's the balance on my checking account", "set an ala
     ("grpc://triton:9001", "grpc", "grpc://triton:9001"),
     ("127.0.0.1:18000", "http", "http://127.0.0.1:18000"),
     ("[::1]:8001", None, "grpc://[::1]:8001"),
+    ("grpc://a:9001,b", None, "grpc://a:9001,b:8001"),
+    ("10.0.0.1, 10.0.0.2:9", "http", "http://10.0.0.1:8000,10.0.0.2:9"),
 ])
 def test_endpoint_takes_the_protocol_from_the_scheme_or_the_flag(given, protocol, expected):
     assert parse_endpoint(given, protocol).url == expected
@@ -53,6 +55,10 @@ def test_endpoint_takes_the_protocol_from_the_scheme_or_the_flag(given, protocol
     ("host:port", None, "port"),
     ("host:8001/v2", None, "host[:port]"),
     ("host", "udp", "unknown protocol"),
+    ("grpc://a:1,http://b:2", None, "one scheme for the whole list"),
+    ("a:1,b,a:1", None, "a:1 appears more than once"),
+    ("a:1,,b", None, "host\\[:port\\]"),
+    ("dns:///svc.ns.svc.cluster.local:8001", None, "write grpc://svc.ns.svc.cluster.local:8001"),
 ])
 def test_endpoint_refuses_what_it_cannot_reach(given, protocol, words):
     with pytest.raises(ClientError, match=words):

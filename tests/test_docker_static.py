@@ -166,7 +166,7 @@ def test_compose_file_validates_against_the_compose_spec():
 
 def test_every_image_uses_the_same_ngc_release(compose, stages):
     from_images = {stage.name: NGC_IMAGE.match(stage.base) for stage in stages.values()
-                   if stage.base not in stages}
+                   if stage.base not in stages and stage.base != "scratch"}   # scratch: the empty image
     assert from_images and all(from_images.values()), f"FROM lines must use NGC tritonserver tags: {from_images}"
     releases = {match.group("release") for match in from_images.values()}
     assert {m.group("flavour") for m in from_images.values()} == {"py3", "py3-sdk"}
@@ -183,7 +183,9 @@ def test_compose_services_build_the_dockerfile_targets(compose, stages):
     for name in ("convert", "triton", "perf"):
         build = compose["services"][name]["build"]
         assert build["context"] == "." and build["target"] in stages
-    assert list(stages)[-1] == "triton", "a plain `docker build .` should give the server"
+    # The Kubernetes images (model-repository, triton-cpu) follow the server stage; the last one,
+    # triton-cpu, is the server plus ONNX Runtime, so a plain `docker build .` still gives a server.
+    assert list(stages)[-1] in ("triton", "triton-cpu"), "a plain `docker build .` should give the server"
 
 
 # ---------------------------------------------------------------- the images
@@ -432,3 +434,69 @@ def test_image_server_command_refuses_to_start_without_a_key(stages, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_ADMIN_KEY"}
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "set TRITON_ADMIN_KEY" in result.stderr
+
+
+# ---------------------------------------------------------------- the monitoring profile
+
+def _bind_mounts(service: dict) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts ("./x:/y[:ro]")."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = (ROOT / source).resolve()
+    return mounts
+
+
+def _mounted_at(service: dict, host_path: Path) -> str:
+    found = [target for target, source in _bind_mounts(service).items() if source == host_path.resolve()]
+    assert found, f"{host_path.relative_to(ROOT)} is not mounted into the service"
+    return found[0]
+
+
+def test_monitoring_is_an_opt_in_profile_with_grafana_of_the_dashboards_release(compose):
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"], f"{name} must not start with a plain `up`"
+        assert all(source.exists() for source in _bind_mounts(services[name]).values())
+    assert re.fullmatch(r"prom/prometheus:v2\.\d+\.\d+", services["prometheus"]["image"])
+    # The dashboard is built with grafana-foundation-sdk for one Grafana release: run that release.
+    sdk_grafana = requirement_pin("grafana-foundation-sdk").split("!")[-1]
+    assert services["grafana"]["image"] == f"grafana/grafana:{sdk_grafana}"
+
+
+def test_monitoring_services_use_the_charts_own_rules_and_dashboard(compose):
+    from deploy.monitoring.contract import DASHBOARD, RECORDING_RULES
+
+    prometheus, grafana = compose["services"]["prometheus"], compose["services"]["grafana"]
+    config_path = _bind_mounts(prometheus)["/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load(config_path.read_text())
+    assert config["rule_files"] == [_mounted_at(prometheus, RECORDING_RULES)]
+
+    grafana_mounts = _bind_mounts(grafana)
+    [provider_file], [datasource_file] = ([source for target, source in grafana_mounts.items()
+                                           if target.startswith(f"/etc/grafana/provisioning/{kind}/")]
+                                          for kind in ("dashboards", "datasources"))
+    provider_dir = yaml.safe_load(provider_file.read_text())["providers"][0]["options"]["path"]
+    assert Path(_mounted_at(grafana, DASHBOARD)).parent == Path(provider_dir)
+    datasource = yaml.safe_load(datasource_file.read_text())["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+
+
+def test_compose_prometheus_scrapes_the_server_with_pod_labels_and_valid_rules(compose, tmp_path):
+    from deploy.monitoring.contract import RECORDING_RULES
+    from deploy.monitoring.prometheus import find_binary
+
+    config = yaml.safe_load(_bind_mounts(compose["services"]["prometheus"])["/etc/prometheus/prometheus.yml"].read_text())
+    metrics_port = next(str(p).rsplit(":", 1)[-1] for p in compose["services"]["triton"]["ports"] if "8002" in str(p))
+    [static] = config["scrape_configs"][0]["static_configs"]
+    assert static["targets"] == [f"triton:{metrics_port}"]
+    assert {"namespace", "pod"} <= set(static["labels"]), "the rules and the dashboard group by namespace and pod"
+    promtool = find_binary("promtool")
+    if promtool is None:
+        pytest.skip("no promtool: install the Debian package `prometheus`")
+    # The config as the container reads it, with the rule file at its host path: checks both.
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config | {"rule_files": [str(RECORDING_RULES)]}))
+    result = subprocess.run([str(promtool), "check", "config", str(local)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
