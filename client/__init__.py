@@ -1,6 +1,6 @@
 """client: classify or embed texts with a Triton encoder ensemble, over gRPC or HTTP.
 
-    from client import EncoderClient
+    from client import EncoderClient   # installed with pip: from triton_encoders.client import ...
     with EncoderClient("grpc://127.0.0.1:8001", model="minilm-intent") as client:
         for prediction in client.classify(["rent a van in Paris"], top_k=3):
             print(prediction.label, prediction.score, prediction.top_k)

@@ -1,6 +1,6 @@
 """`python -m client`: see client/cli.py."""
 import sys
 
-from client.cli import main
+from .cli import main
 
 sys.exit(main())

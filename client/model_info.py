@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modelrepo import EMBEDDING, LABEL, PROBABILITIES, SCORE, TEXT_INPUT, Task
-
+from ._modelrepo import EMBEDDING, LABEL, PROBABILITIES, SCORE, TEXT_INPUT, Task
 from .errors import ClientError
 
 __all__ = ["EMBEDDING", "LABEL", "PROBABILITIES", "SCORE", "TEXT_INPUT", "ModelInfo", "from_server"]

@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from client.errors import InputRejected
-from client.model_info import EMBEDDING, LABEL, PROBABILITIES, SCORE, TEXT_INPUT, ModelInfo
+from .errors import InputRejected
+from .model_info import EMBEDDING, LABEL, PROBABILITIES, SCORE, TEXT_INPUT, ModelInfo
 
 Text = str | bytes
 

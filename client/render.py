@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 from rich.table import Table
 
-from client.model_info import ModelInfo
-from client.payload import Prediction
+from .model_info import ModelInfo
+from .payload import Prediction
 
 TEXT_WIDTH = 60        # characters of each text shown in a table
 EMBEDDING_HEAD = 4     # leading dimensions of an embedding shown in a table

@@ -22,8 +22,7 @@ def plan_build(model: str, out: Path, *, task: str | None = None, name: str | No
                normalize: bool = True, **options: Any) -> tuple[ModelSpec, BuildOptions]:
     """What `python -m convert MODEL --out OUT ...` would build; `options` are BuildOptions fields
     (target, precision, max_length, max_batch_size, ...). Raises ConvertError for bad input."""
-    from modelrepo import Precision, Target
-
+    from ._modelrepo import Precision, Target
     from .pipeline import BuildOptions
     from .source import resolve_model_spec
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from modelrepo import Precision, Target
-
 from . import plan_build
+from ._modelrepo import Precision, Target
 from .errors import ConvertError
 from .pipeline import BuildResult, build, is_up_to_date
 from .progress import console

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from convert.reference import Reference
+from .reference import Reference
 
 OPSET = 17
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.errors import ConvertError
+from .errors import ConvertError
 
 
 @dataclass(frozen=True)

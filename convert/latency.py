@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.python_models.onnx_encoder_model import make_session
-from convert.python_models.tokenizer_model import encode
+from .python_models.onnx_encoder_model import make_session
+from .python_models.tokenizer_model import encode
 
 RUNS = 60
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 
-from convert.errors import ConvertError
+from .errors import ConvertError
 
 # Fused operators the BERT optimizer produces; attention is the one that matters most.
 FUSED_OPERATORS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-import modelrepo
-from modelrepo import ManifestEntry, ModelNames, Precision, Target, Task, read_manifest
-
+from . import _modelrepo as modelrepo
 from . import optimize, validate
 from . import triton_config as tc
+from ._modelrepo import ManifestEntry, ModelNames, Precision, Target, Task, read_manifest
 from .errors import ConvertError
 from .export import export_onnx
 from .latency import latency_by_length
@@ -110,7 +109,7 @@ def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
 
 
 def _tensorrt_identity() -> str:
-    from convert import tensorrt_engine
+    from . import tensorrt_engine
 
     devices = tensorrt_engine.gpu_devices() if tensorrt_engine.gpu_available() else []
     return f"{tensorrt_engine.bindings_version()}|" + "|".join(f"{d.name}:{d.compute_capability}" for d in devices)
@@ -221,7 +220,7 @@ def build_tensorrt_plan(plain_onnx: Path, work: Path, reference: Reference, opti
                         timings: dict) -> tuple[Path, dict]:
     """A TensorRT plan from the plain exported graph: TensorRT parses standard ONNX ops, not
     ONNX Runtime's fused ones, and chooses its own FP16 kernels (norms kept FP32)."""
-    from convert import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
+    from . import tensorrt_engine  # lazy: TensorRT exists only on GPU hosts
 
     if not tensorrt_engine.gpu_available():
         raise ConvertError("TensorRT engines can only be built on a machine with an NVIDIA GPU; use --target cpu, "

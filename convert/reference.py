@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convert.head import LinearHead, load_sklearn_head
-from convert.source import ModelSpec, clinc_label_names
+from .head import LinearHead, load_sklearn_head
+from .source import ModelSpec, clinc_label_names
 
 
 class ServingModel(nn.Module):

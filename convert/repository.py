@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo import ManifestEntry, record_entry, write_config
-
+from ._modelrepo import ManifestEntry, record_entry, write_config
 from .errors import ConvertError
 
 PYTHON_MODELS = Path(__file__).with_name("python_models")

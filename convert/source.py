@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.errors import ConvertError
+from .errors import ConvertError
 
 TASKS = ("text-classification", "embedding")
 
@@ -61,8 +61,9 @@ def clinc_label_names(class_names: list[str]) -> dict[str, str]:
 def _preset(name: str) -> dict:
     checkpoint = minilm_checkpoint()
     if name == "minilm-embed":
-        # Dynamic INT8 misses the embedding gate on MiniLM (min cosine 0.960 < 0.97 on the
-        # validation set), so this preset serves FP32 on the CPU; see convert/README.
+        # INT8 of the whole encoder misses the embedding gate on MiniLM (min cosine 0.960 < 0.97);
+        # only the feed-forward scheme passes, saving little, so this preset serves FP32 on the
+        # CPU (docs/results.md, "The build").
         return dict(checkpoint=checkpoint, task="embedding", cpu_precision="fp32")
     if name == "minilm-intent":
         head = _package_dir("rag_intent_classifier") / "models" / "LogisticRegression.joblib"

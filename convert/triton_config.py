@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from modelrepo import TEXT_INPUT
+from ._modelrepo import TEXT_INPUT
 
 STRING, INT64, FP32 = mc.TYPE_STRING, mc.TYPE_INT64, mc.TYPE_FP32
 

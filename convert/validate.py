@@ -13,8 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from modelrepo import Precision
-
+from ._modelrepo import Precision
 from .errors import ConvertError
 from .python_models.onnx_encoder_model import run_batch
 from .python_models.tokenizer_model import encode

@@ -27,11 +27,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from client import ClientError, EncoderClient
-from client.model_info import ModelInfo
-from convert.errors import ConvertError
-from convert.sentences import validation_sentences
-from convert.source import PRESETS, ModelSpec, resolve_model_spec
+from ._client import ClientError, EncoderClient, ModelInfo
+from .errors import ConvertError
+from .sentences import validation_sentences
+from .source import PRESETS, ModelSpec, resolve_model_spec
 
 PASSED, FAILED, CANNOT_RUN = 0, 1, 2
 
@@ -117,7 +116,8 @@ def reference_rows(spec: ModelSpec, texts: list[str], max_length: int, output: s
     import torch
 
     from convert.python_models.tokenizer_model import encode, load_tokenizer
-    from convert.reference import build_reference
+
+    from .reference import build_reference
 
     reference = build_reference(spec)
     tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", max_length)
@@ -151,7 +151,7 @@ def metrics(candidate: np.ndarray, expected: np.ndarray, is_classifier: bool, pr
 
 
 def compare(target: Target, client: EncoderClient, texts: list[str]):
-    from convert import validate
+    from . import validate
 
     is_classifier = target.info.is_classifier
     expected = reference_rows(target.spec, texts, target.info.max_length or 128,

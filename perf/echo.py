@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from modelrepo import TEXT_INPUT, write_config
+from ._modelrepo import TEXT_INPUT, write_config
 
 ECHO_MODEL = "perf-echo"
 MODEL_CODE = Path(__file__).resolve().parent / "echo_model.py"

@@ -26,7 +26,7 @@ def fastapi_server(model: ModelFiles, log_path: Path) -> Iterator[str]:
         labels_file = log_path.parent / "fastapi-labels.txt"
         labels_file.write_text("\n".join(model.labels) + "\n")
         env["PERF_LABELS"] = str(labels_file)
-    command = [sys.executable, "-m", "uvicorn", "perf.fastapi_app:app", "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "uvicorn", f"{__package__}.fastapi_app:app", "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from modelrepo import TEXT_INPUT
-
+from ._modelrepo import TEXT_INPUT
 from .errors import PerfError
 
 # Requests a user of an intent classifier would send: banking, travel, home, cars, work,

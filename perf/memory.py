@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from modelrepo import stub_model
+from ._modelrepo import stub_model
 
 TOTAL = "total"
 MIB = 1024 * 1024

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrepo import (
+from ._modelrepo import (
     CONFIG_FILE,
     ManifestEntry,
     ModelNames,
@@ -22,7 +22,6 @@ from modelrepo import (
     read_entry,
     write_config,
 )
-
 from .errors import PerfError
 
 

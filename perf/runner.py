@@ -20,9 +20,8 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from modelrepo import CONFIG_FILE, read_config, read_manifest
-
 from . import analyzer, baselines, inputs
+from ._modelrepo import CONFIG_FILE, read_config, read_manifest
 from .echo import ECHO_MODEL, write_echo_repository
 from .errors import PerfError
 from .fastapi_server import fastapi_server
@@ -30,6 +29,7 @@ from .install import perf_analyzer_command, perf_analyzer_version
 from .machine import describe_machine
 from .models import ModelFiles, copy_without_dynamic_batching, resolve_model
 from .results import failure, merge_rounds, write_results
+from .stages import stage
 from .sweeps import HTTP_RUNTIMES, INPROCESS_RUNTIMES, TRITON_RUNTIMES, RunSpec, Sweep, load_sweep
 from .triton import TritonServer, is_local, server_metadata, triton_server
 
@@ -115,8 +115,8 @@ def _build_if_missing(repository: Path, name: str) -> None:
         return  # built by convert, or made without it: use it as it is
     console.print(f"[bold]{repository} has no '{name}' yet: building it with convert (a few minutes)")
     try:
-        from convert import build_repository
-        from convert.errors import ConvertError
+        build_repository = stage("convert").build_repository
+        ConvertError = stage("convert.errors").ConvertError
     except ImportError as error:
         raise PerfError(f"{repository} has no '{name}' and convert cannot run here ({error}); "
                         f"build it with `python -m convert {name} --out {repository}`") from None

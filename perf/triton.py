@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .errors import PerfError
+from .stages import stage
 
 # Hosts that are this machine: shared memory and memory sampling need the server here.
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1", "0.0.0.0"}
@@ -61,7 +62,8 @@ def triton_server(repository: Path, *, grpc_url: str | None = None, http_url: st
         yield TritonServer(grpc_url, http_url, server_pid or listening_pid(given), started_here=False)
         return
     try:
-        from serve import LocalTritonServer, ServerStartError
+        serve = stage("serve")
+        LocalTritonServer, ServerStartError = serve.LocalTritonServer, serve.ServerStartError
     except ImportError as error:
         raise PerfError(f"cannot start a local Triton server ({error}); pass --http-url/--grpc-url "
                         "of a running server instead") from None

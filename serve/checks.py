@@ -7,8 +7,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from modelrepo import served_model_folders
-
+from ._modelrepo import served_model_folders
 from .environment import ADMIN_KEY_ENV, MODEL_CONTROL_MODES
 from .errors import ServerStartError
 from .ports import check_port_free

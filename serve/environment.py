@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from serve.install import TritonInstall, wheel_libraries
+from .install import TritonInstall, wheel_libraries
 
 RESTRICTED_APIS = ("model-repository", "logging", "trace")  # the same as docker-compose.yml
 # Also restricted locally unless asked otherwise: registering a shared-memory region lets a

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from serve.errors import ServerStartError
+from .errors import ServerStartError
 
 WHEEL = "nvidia-pytriton"
 STAMP = ".installed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from serve.errors import ServerStartError
+from .errors import ServerStartError
 
 
 def free_port(host: str) -> int:

@@ -27,8 +27,8 @@ import weakref
 from pathlib import Path
 from typing import Iterable
 
-from serve.checks import check_admin_key, check_model_control, check_ports, check_repository, warn_if_numpy_2
-from serve.environment import (
+from .checks import check_admin_key, check_model_control, check_ports, check_repository, warn_if_numpy_2
+from .environment import (
     ADMIN_KEY_ENV,
     EXIT_TIMEOUT_S,
     ServerSettings,
@@ -36,10 +36,10 @@ from serve.environment import (
     server_command,
     server_environment,
 )
-from serve.errors import ServerStartError
-from serve.health import HttpProbe, ModelState
-from serve.install import TritonInstall, install
-from serve.logs import (
+from .errors import ServerStartError
+from .health import HttpProbe, ModelState
+from .install import TritonInstall, install
+from .logs import (
     LogFollower,
     dependency_failures,
     error_lines,
@@ -50,9 +50,9 @@ from serve.logs import (
     read_log,
     reason_summary,
 )
-from serve.ports import client_host, free_port
-from serve.process import remove_shared_memory, spawn, terminate
-from serve.watchdog import Restoration, Stub, StubWatchdog, python_stubs
+from .ports import client_host, free_port
+from .process import remove_shared_memory, spawn, terminate
+from .watchdog import Restoration, Stub, StubWatchdog, python_stubs
 
 logger = logging.getLogger("serve")
 

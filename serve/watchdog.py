@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from modelrepo import stub_model
-
+from ._modelrepo import stub_model
 from .health import HttpProbe
 
 logger = logging.getLogger("serve")
