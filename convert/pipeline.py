@@ -85,7 +85,7 @@ def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
     """Changes when the converter's code, the options or the checkpoint change: a stale repository."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.rglob("*")):
-        if path.suffix in {".py", ".txt"}:
+        if path.suffix in {".py", ".txt", ".tsv"}:
             digest.update(path.read_bytes())
     digest.update(json.dumps({**asdict(options), "out": None}, sort_keys=True, default=str).encode())
     digest.update(json.dumps({**asdict(spec), "checkpoint": str(spec.checkpoint)}, default=str).encode())
