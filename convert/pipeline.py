@@ -149,7 +149,7 @@ class ValidationSet:
     classes: np.ndarray            # a person's class index per text; -1 when unlabelled or unknown
     part: str = "all"
 
-    def subset(self, part: str) -> "ValidationSet":
+    def subset(self, part: str) -> ValidationSet:
         rows = [i for i, p in enumerate(self.parts) if p == part]
         return ValidationSet([self.texts[i] for i in rows], self.expected[rows], self.tokenizer, self.output,
                              self.with_types, [part] * len(rows), self.classes[rows], part)
