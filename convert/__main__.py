@@ -43,17 +43,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def summary_table(result: BuildResult) -> Table:
     table = Table(title=f"{result.name}: variants", title_justify="left")
-    for column in ("variant", "size MB", "p50 ms @16", "p50 ms @128", "validation", "figures"):
+    for column in ("variant", "size MB", "p50 ms @16", "p50 ms @128", "texts", "validation", "figures"):
         table.add_column(column)
     for report in result.reports:
         facts = result.variants.get(report.variant, {})
-        figures = ", ".join(f"{metric.removeprefix('single_')} {value:.4g}" for metric, value in report.metrics.items()
-                            if metric.startswith("single_")
-                            and ("top1" in metric or "cosine" in metric or "max_abs" == metric[7:]))
         table.add_row(report.variant, f"{facts.get('size_mb', 0):.1f}",
                       _ms(facts.get("p50_ms_16_tokens")), _ms(facts.get("p50_ms_128_tokens")),
-                      "[green]passed[/green]" if report.passed else "[red]failed[/red]", figures)
+                      f"{report.sentences} {report.part}",
+                      "[green]passed[/green]" if report.passed else "[red]failed[/red]", _figures(report))
     return table
+
+
+def _figures(report) -> str:
+    shown = []
+    for metric, value in report.metrics.items():
+        name = metric.removeprefix("single_")
+        if metric.startswith("single_") and ("top1" in name or "cosine" in name or "accuracy" in name
+                                             or name == "max_abs"):
+            interval = report.intervals.get(metric)
+            shown.append(f"{name} {value:.4g}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
+    return ", ".join(shown)
+
+
+def int8_lines(entry: dict) -> list[str]:
+    """The INT8 choice in a few lines: kept FP32 units, held-out figures, accuracy, speed, target."""
+    choice = entry.get("int8_choice")
+    if not choice:
+        return []
+    search, held = choice["search"], choice["held_out"]
+    kept = choice["fp32_nodes"]
+    lines = [f"INT8: {len(kept)} of {search['units']} units kept in FP32" + (f": {', '.join(kept)}" if kept else "")]
+    if "top1_agreement" in held:
+        full = choice.get("full_int8_held_out", {})
+        lines.append(f"  held-out top-1 agreement {held['top1_agreement']:.4f} (95% CI {held['ci95'][0]:.4f}-"
+                     f"{held['ci95'][1]:.4f}, {held['texts']} texts)"
+                     + (f"; full INT8 {full['top1_agreement']:.4f}" if full else ""))
+    else:
+        lines.append(f"  held-out min cosine {held['cosine_min']:.4f}, mean {held['cosine_mean']:.4f} "
+                     f"({held['texts']} texts)")
+    if "accuracy" in choice:
+        acc = choice["accuracy"]
+        lines.append(f"  accuracy on {acc['texts']} labelled held-out texts: reference {acc['reference']:.4f}, "
+                     f"FP32 {acc['fp32']:.4f}, INT8 {acc['int8']:.4f}")
+    for length, speed in choice.get("speed", {}).items():
+        share = speed["share_of_full_int8_saving"]
+        saving = f", {share:.0%} of its saving)" if share is not None else ")"
+        lines.append(f"  {length} tokens: {speed['speedup_vs_fp32']:.2f}x FP32 (full INT8 "
+                     f"{speed['full_int8_speedup_vs_fp32']:.2f}x" + saving)
+    misses = choice["target_missed_by"]
+    lines.append("  target met" if choice["target_met"] else "  target missed: " + "; ".join(misses or ["gate failed"]))
+    return lines
 
 
 def _ms(value: float | None) -> str:
@@ -77,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)   # one line, never wrapped
         return 2
     console.print(summary_table(result))
+    for line in int8_lines(result.manifest_entry.to_dict() if result.manifest_entry else {}):
+        console.print(line)
     console.print(f"wrote {result.name} to {result.out}/ (manifest: {result.out}/manifest.json)")
     return 0
 

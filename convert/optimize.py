@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,55 +89,30 @@ def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
         graph.node.extend(unique)
 
 
-@dataclass(frozen=True)
-class Int8Scheme:
-    """Which operators dynamic INT8 quantises. The build tries the schemes in order and
-    serves the first that passes the validation gate on this machine's CPU."""
-    name: str
-    keeps_fp32: str                        # what stays in FP32, for the build log and manifest
-    op_types: tuple[str, ...] | None       # None: every operator ONNX Runtime can quantise
-    feed_forward_only: bool = False
-
-
-# Why more than one: CPUs without AVX-512 VNNI / AVX-VNNI compute U8S8 products with
-# VPMADDUBSW, whose 16-bit sums saturate, and the lost precision flips low-margin
-# classifications (MiniLM-intent on an AVX2-only EPYC: top-1 agreement 0.967 for "all",
-# 0.986 for "encoder", 0.991 for "feed-forward"; see perf/NOTES.md). The feed-forward
-# MatMuls hold two thirds of the encoder's multiply-adds, so that scheme keeps most of the gain.
-INT8_SCHEMES = (
-    Int8Scheme("all", "the head", None),
-    Int8Scheme("encoder", "the embeddings and the head", ("MatMul", "Attention")),
-    Int8Scheme("feed-forward", "attention, the embeddings and the head", ("MatMul",), feed_forward_only=True),
-)
-
-
-def quantize_int8(source: Path, target: Path, scheme: Int8Scheme = INT8_SCHEMES[0]) -> Path:
-    """Dynamic INT8 with per-channel weight scales (per-tensor scales hurt MiniLM badly)."""
+def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = ()) -> Path:
+    """Dynamic INT8 with per-channel weight scales (per-tensor scales hurt MiniLM badly) of every
+    operator ONNX Runtime can quantise, except the head and the nodes named in keep_fp32
+    (convert/mixed_precision.py chooses them)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    options = {"op_types_to_quantize": list(scheme.op_types)} if scheme.op_types else {}
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=kept_in_fp32(onnx.load(str(source)), scheme.feed_forward_only),
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}, **options)
+                     nodes_to_exclude=head_nodes(onnx.load(str(source))) + list(keep_fp32),
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return target
 
 
-def kept_in_fp32(model: onnx.ModelProto, feed_forward_only: bool) -> list[str]:
-    """Names of the MatMul/Gemm nodes that stay FP32.
-
-    Always the head: a weight shape no layer repeats. It costs nothing to run in FP32 and
-    its INT8 error lands directly on the logits. With feed_forward_only, also every
-    projection that is not hidden x intermediate (the one non-square shape each layer
-    has twice): the rule holds for BERT, DistilBERT and MiniLM whatever their node names."""
-    shapes = {init.name: frozenset(init.dims) for init in model.graph.initializer}
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul/Gemm nodes whose weight shape no other node has: the head. It
+    costs nothing to run in FP32 and its INT8 error lands directly on the logits. The rule
+    holds for BERT, DistilBERT and MiniLM whatever their node names (every encoder layer
+    repeats its shapes)."""
+    shapes = {init.name: tuple(sorted(init.dims)) for init in model.graph.initializer}
     linear = [(node.name, shapes.get(node.input[1])) for node in model.graph.node
               if node.op_type in ("MatMul", "Gemm") and node.input[1] in shapes]
     counts = Counter(shape for _, shape in linear)
-    keep = [name for name, shape in linear if counts[shape] == 1]
-    if feed_forward_only:
-        non_square = Counter({shape: n for shape, n in counts.items() if len(shape) == 2 and n > 1})
-        if not non_square:
-            raise ConvertError("no feed-forward MatMul found to quantise (no non-square weight repeats)")
-        feed_forward = non_square.most_common(1)[0][0]
-        keep += [name for name, shape in linear if shape != feed_forward and counts[shape] > 1]
-    return keep
+    heads = [name for name, shape in linear if counts[shape] == 1]
+    # Dynamic quantisation first rewrites each Gemm as "<name>_MatMul" + "<name>_Add" and then
+    # matches nodes_to_exclude against the new names: without the MatMul's name the head
+    # would be quantised after all.
+    gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
+    return heads + [f"{name}_MatMul" for name in heads if name in gemms]

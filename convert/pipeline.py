@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from . import _modelrepo as modelrepo
-from . import optimize, validate
+from . import mixed_precision, optimize, validate
 from . import triton_config as tc
 from ._modelrepo import ManifestEntry, ModelNames, Precision, Target, Task, read_manifest
 from .errors import ConvertError
 from .export import export_onnx
+from .int8_report import int8_facts, speed_facts
 from .latency import latency_by_length
 from .postprocess import add_label_outputs
 from .progress import console, step
@@ -34,7 +36,7 @@ from .repository import (
     stage_folders,
     string_tensor_bytes,
 )
-from .sentences import validation_sentences
+from .sentences import HELD_OUT, SELECTION, ValidationText, validation_sentences, validation_texts
 from .source import ModelSpec
 
 # Which variants a target builds, and which precision it serves by default. PLAIN is the
@@ -96,7 +98,7 @@ def fingerprint(spec: ModelSpec, options: BuildOptions) -> str:
     # The contract package writes configs and the manifest: a change there is a change of build too.
     for package in (Path(__file__).parent, Path(modelrepo.__file__).parent):
         for path in sorted(package.rglob("*")):
-            if path.suffix in {".py", ".txt"}:
+            if path.suffix in {".py", ".txt", ".tsv"}:
                 digest.update(path.read_bytes())
     digest.update(json.dumps({**asdict(options), "out": None}, sort_keys=True, default=str).encode())
     digest.update(json.dumps({**asdict(spec), "checkpoint": str(spec.checkpoint)}, default=str).encode())
@@ -150,25 +152,48 @@ def build_variants(reference: Reference, work: Path, target: Target, served: Pre
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """The sentences, the PyTorch reference's answers to them, and how to check a variant."""
+    """The texts, the PyTorch reference's answers to them, and how to check a variant."""
     texts: list[str]
     expected: np.ndarray
     tokenizer: object
     output: str
     with_types: bool
+    parts: list[str]               # selection or held-out, per text
+    classes: np.ndarray            # a person's class index per text; -1 when unlabelled or unknown
+    part: str = "all"
+
+    def subset(self, part: str) -> ValidationSet:
+        rows = [i for i, p in enumerate(self.parts) if p == part]
+        return ValidationSet([self.texts[i] for i in rows], self.expected[rows], self.tokenizer, self.output,
+                             self.with_types, [part] * len(rows), self.classes[rows], part)
 
     def check(self, precision: str, path: Path) -> validate.VariantReport:
         return validate.validate_variant(precision, precision, path, self.expected, self.tokenizer, self.texts,
-                                         self.output, self.with_types)
+                                         self.output, self.with_types, self.classes, self.part)
+
+    def evaluator(self) -> mixed_precision.Evaluator:
+        feeds = [encode(self.tokenizer, [text], self.with_types) for text in self.texts]
+        return mixed_precision.Evaluator(feeds, self.expected, self.output, self.output == "logits")
+
+
+def person_classes(texts: list[ValidationText], labels: list[str]) -> np.ndarray:
+    """Class indices of the people's intents, when the model's labels hold every one of them
+    (the minilm-intent head the texts were written for); else none (-1 throughout)."""
+    intents = {t.intent for t in texts if t.intent}
+    if not labels or not intents <= set(labels):
+        return np.full(len(texts), -1)
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index[t.intent] if t.intent else -1 for t in texts])
 
 
 def reference_answers(reference: Reference, tokenizer, timings: dict) -> ValidationSet:
-    texts = validation_sentences()
+    texts = validation_texts()
     with_types = "token_type_ids" in reference.input_names
     with step(f"PyTorch reference on {len(texts)} sentences", timings):
-        feeds = [encode(tokenizer, [text], with_types) for text in texts]
+        feeds = [encode(tokenizer, [t.text], with_types) for t in texts]
         expected = validate.reference_outputs(reference.model, feeds)
-    return ValidationSet(texts, expected, tokenizer, reference.output_names[0], with_types)
+    return ValidationSet([t.text for t in texts], expected, tokenizer, reference.output_names[0], with_types,
+                         [t.part for t in texts], person_classes(texts, reference.labels))
 
 
 def run_validation(checks: ValidationSet, variants: dict[str, Path], timings: dict) -> list[validate.VariantReport]:
@@ -176,36 +201,50 @@ def run_validation(checks: ValidationSet, variants: dict[str, Path], timings: di
         return [checks.check(precision, path) for precision, path in variants.items()]
 
 
-def quantize_validated(fp32: Path, work: Path, checks: ValidationSet,
-                       timings: dict) -> tuple[Path | None, validate.VariantReport, optimize.Int8Scheme | None]:
-    """The first INT8 scheme (most operators quantised first) that passes the gate on this CPU;
-    (None, the last failing report, None) when none does."""
-    for scheme in optimize.INT8_SCHEMES:
-        with step(f"INT8 dynamic per-channel, scheme '{scheme.name}' (FP32: {scheme.keeps_fp32}) + validation",
-                  timings):
-            path = optimize.quantize_int8(fp32, work / f"int8-{scheme.name}.onnx", scheme)
-            report = checks.check(Precision.INT8, path)
-        if report.passed:
-            return path, report, scheme
-        console.print(f"  [yellow]scheme '{scheme.name}' missed the gate: {'; '.join(report.failures)}[/yellow]")
-    return None, report, None
+@dataclass
+class Int8Choice:
+    path: Path                           # the graph the gate graded
+    full: Path                           # every unit in INT8, for the speed comparison
+    report: validate.VariantReport       # on the held-out texts
+    search: mixed_precision.SearchResult
+
+
+def quantize_validated(fp32: Path, work: Path, checks: ValidationSet, timings: dict) -> Int8Choice:
+    """INT8 with the FP32 units the sensitivity search chose on the selection texts, graded
+    by the gate on the held-out texts (convert/mixed_precision.py)."""
+    selection, held_out = checks.subset(SELECTION), checks.subset(HELD_OUT)
+    with step("INT8 dynamic per-channel, every operator but the head", timings):
+        full = optimize.quantize_int8(fp32, work / "int8-full.onnx")
+    with step(f"sensitivity search on {len(selection.texts)} selection texts", timings):
+        graphs = mixed_precision.SplicedGraphs(onnx.load(str(fp32)), onnx.load(str(full)))
+        search = mixed_precision.search(graphs, selection.evaluator(), mixed_precision.Target())
+    kept = search.chosen.kept_fp32
+    console.print(f"  FP32 units kept: {len(kept)} of {len(search.units)}" + (f" ({', '.join(kept)})" if kept else ""))
+    path = full
+    if kept:
+        with step(f"INT8 with {len(kept)} units in FP32", timings):
+            path = optimize.quantize_int8(fp32, work / "int8.onnx", kept)
+    with step(f"validate int8 on {len(held_out.texts)} held-out texts", timings):
+        report = held_out.check(Precision.INT8, path)
+    return Int8Choice(path, full, report, search)
 
 
 def choose_served_int8(options: BuildOptions, variants: dict[str, Path], reports: list, work: Path,
-                       checks: ValidationSet, timings: dict) -> tuple[BuildOptions, dict]:
+                       checks: ValidationSet, timings: dict) -> tuple[BuildOptions, Int8Choice | None]:
     """Adds the validated INT8 variant; without one, a default build serves FP32 (said loudly)
     and an explicit --precision int8 fails. Returns the options the repository is written with."""
-    path, report, scheme = quantize_validated(variants[Precision.FP32], work, checks, timings)
-    if path is not None:
-        variants[Precision.INT8] = path
-        reports.append(report)
-        return options, {"int8_scheme": scheme.name}
-    failures = "; ".join(report.failures)
+    choice = quantize_validated(variants[Precision.FP32], work, checks, timings)
+    if choice.report.passed:
+        variants[Precision.INT8] = choice.path
+        reports.append(choice.report)
+        return options, choice
+    failures = "; ".join(choice.report.failures)
     if options.precision == Precision.INT8:
-        raise ConvertError(f"no INT8 scheme passed validation on this CPU (last: {failures}); "
+        raise ConvertError(f"no INT8 variant passed the gate on the held-out texts on this CPU ({failures}); "
                            "build with --precision fp32")
-    console.print(f"  [yellow]no INT8 scheme passed validation on this CPU ({failures}): serving FP32[/yellow]")
-    return replace(options, precision=Precision.FP32), {"int8_rejected": failures}
+    console.print(f"  [yellow]no INT8 variant passed the gate on the held-out texts ({failures}): "
+                  "serving FP32[/yellow]")
+    return replace(options, precision=Precision.FP32), choice
 
 
 def add_serving_outputs(reference: Reference, variants: dict[str, Path], work: Path) -> dict[str, Path]:
@@ -375,6 +414,55 @@ def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, e
         num_labels=len(extra["labels"]), evidence=evidence)
 
 
+def measure_variants(variants: dict[str, Path], reference: Reference, tokenizer, options: BuildOptions,
+                     choice: Int8Choice | None, timings: dict) -> dict[str, dict]:
+    """Size and in-process latency of each variant; with an INT8 choice, also of full INT8
+    (every unit quantised), which the chosen variant's speed is measured against."""
+    measured = dict(variants)
+    if choice is not None and Precision.INT8 in variants:
+        measured["int8-full"] = choice.full
+    facts = {}
+    with step("in-process latency at 16 and 128 tokens", timings):
+        passage = max(validation_sentences(), key=len)
+        for precision, path in measured.items():
+            if precision == "int8-full" and path == variants[Precision.INT8]:
+                facts[precision] = dict(facts[Precision.INT8])    # the search kept nothing in FP32: one graph
+                continue
+            facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
+            if options.target == Target.CPU or precision != Precision.FP16:
+                facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
+                                                      "token_type_ids" in reference.input_names)
+    return facts
+
+
+def quantization_facts(choice: Int8Choice | None, checks: ValidationSet, variants: dict[str, Path],
+                       facts: dict[str, dict], timings: dict) -> dict:
+    """The manifest's INT8 fields (convert/int8_report.py); {} when INT8 was not asked for."""
+    if choice is None:
+        return {}
+    if Precision.INT8 not in variants:
+        return {"int8_rejected": "; ".join(choice.report.failures), "int8_choice": int8_facts(choice, None, None)}
+    with step("held-out figures of FP32 and full INT8", timings):
+        held_out = checks.subset(HELD_OUT)
+        comparison = heldout_comparison(held_out, variants[Precision.FP32], choice.full)
+    return {"int8_scheme": "mixed" if choice.search.chosen.kept_fp32 else "full",
+            "int8_choice": int8_facts(choice, speed_facts(facts), comparison)}
+
+
+def heldout_comparison(held_out: ValidationSet, fp32: Path, full_int8: Path) -> dict:
+    """Accuracy of the reference and FP32 on the held-out texts, and how full INT8 does there."""
+    evaluator = held_out.evaluator()
+    rows = list(range(len(held_out.texts)))
+    fp32_outputs = evaluator.outputs(onnx.load(str(fp32)), rows)
+    full = mixed_precision.measure(evaluator.outputs(onnx.load(str(full_int8)), rows), held_out.expected,
+                                   evaluator.is_classifier)
+    accuracy = {}
+    if evaluator.is_classifier and (held_out.classes >= 0).any():
+        accuracy = {"reference": validate.accuracy(held_out.expected, held_out.classes),
+                    "fp32": validate.accuracy(fp32_outputs, held_out.classes)}
+    return {"full_int8": full, "accuracy": accuracy}
+
+
 def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
     timings: dict[str, float] = {}
     check_options(spec, options)
@@ -392,24 +480,17 @@ def build(spec: ModelSpec, options: BuildOptions) -> BuildResult:
         for report in reports:
             console.print(f"  {report.variant}: {'passed' if report.passed else 'FAILED'}")
         validate.require_passed(reports)
-        quantization = {}
+        choice = None
         if options.served_precision == Precision.INT8:
-            options, quantization = choose_served_int8(options, variants, reports, work, checks, timings)
+            options, choice = choose_served_int8(options, variants, reports, work, checks, timings)
 
         served = add_serving_outputs(reference, variants, work)
-        plan, extra = None, {"labels": reference.labels, "quantization": quantization}
+        plan, extra = None, {"labels": reference.labels}
         if options.target == Target.GPU and options.tensorrt_plan:
             plan, engine = build_tensorrt_plan(work / "exported.onnx", work, reference, options, timings)
             extra["tensorrt"] = {"tensorrt": engine}
-
-        variant_facts = {}
-        with step("in-process latency at 16 and 128 tokens", timings):
-            passage = max(validation_sentences(), key=len)
-            for precision, path in variants.items():
-                variant_facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
-                if options.target == Target.CPU or precision != Precision.FP16:
-                    variant_facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
-                                                                  "token_type_ids" in reference.input_names)
+        variant_facts = measure_variants(variants, reference, tokenizer, options, choice, timings)
+        extra["quantization"] = quantization_facts(choice, checks, variants, variant_facts, timings)
         layout = make_layout(spec.name, reference)
         with step("write the Triton repository", timings):
             folders = repository_folders(spec, reference, layout, options, served, plan)

@@ -115,8 +115,7 @@ def reference_rows(spec: ModelSpec, texts: list[str], max_length: int, output: s
     """The FP32 PyTorch reference, one text at a time (no padding can leak in)."""
     import torch
 
-    from convert.python_models.tokenizer_model import encode, load_tokenizer
-
+    from .python_models.tokenizer_model import encode, load_tokenizer
     from .reference import build_reference
 
     reference = build_reference(spec)

@@ -44,7 +44,7 @@ def _cpu_model() -> str:
 
 
 # The instructions ONNX Runtime's INT8 kernels use, best first: which one a CPU has decides
-# how fast INT8 runs and how much of a model can be INT8 (convert/optimize.py INT8_SCHEMES).
+# how fast INT8 runs and how much of a model can be INT8 (convert/mixed_precision.py).
 _INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "avx2")
 
 

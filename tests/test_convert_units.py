@@ -250,21 +250,160 @@ def test_validation_set_is_realistic_varied_and_spans_lengths(tokenizer):
     assert max(len(full.encode(t).ids) for t in texts) > 128   # truncation at 128 is exercised
 
 
-def test_int8_keeps_the_head_in_fp32_and_feed_forward_scheme_also_the_attention_projections():
-    """Two layers of hidden 4 / intermediate 16, plus a 4x3 head: only the 4 FFN MatMuls quantise."""
+def _linear_chain(shapes, head_op="MatMul"):
+    """MatMuls in a chain (and a head of its own shape, MatMul or Gemm), zero weights."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from convert.optimize import kept_in_fp32
-
     weights, nodes, previous = [], [], "x"
-    shapes = [("l0_attn_out", (4, 4)), ("l0_ffn_in", (4, 16)), ("l0_ffn_out", (16, 4)),
-              ("l1_attn_out", (4, 4)), ("l1_ffn_in", (4, 16)), ("l1_ffn_out", (16, 4)), ("head", (4, 3))]
     for name, shape in shapes:
         weights.append(numpy_helper.from_array(np.zeros(shape, np.float32), f"{name}_w"))
-        nodes.append(helper.make_node("MatMul", [previous, f"{name}_w"], [name], name=name))
+        op = head_op if name == "head" else "MatMul"
+        nodes.append(helper.make_node(op, [previous, f"{name}_w"], [name], name=name))
         previous = name
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("head", TensorProto.FLOAT, [1, 3])], weights)
-    model = helper.make_model(graph)
-    assert kept_in_fp32(model, feed_forward_only=False) == ["head"]
-    assert sorted(kept_in_fp32(model, feed_forward_only=True)) == ["head", "l0_attn_out", "l1_attn_out"]
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 3])], weights)
+    return helper.make_model(graph)
+
+
+@pytest.mark.parametrize("head_op", ["MatMul", "Gemm"])
+def test_int8_keeps_the_head_in_fp32_under_the_name_the_quantizer_gives_it(head_op):
+    """Two layers of hidden 4 / intermediate 16, plus a 4x3 head: only the head is excluded,
+    and a Gemm head also under the `<name>_MatMul` that dynamic quantisation rewrites it to."""
+    from convert.optimize import head_nodes
+
+    shapes = [("l0_attn_out", (4, 4)), ("l0_ffn_in", (4, 16)), ("l0_ffn_out", (16, 4)),
+              ("l1_attn_out", (4, 4)), ("l1_ffn_in", (4, 16)), ("l1_ffn_out", (16, 4)), ("head", (4, 3))]
+    expected = ["head"] + (["head_MatMul"] if head_op == "Gemm" else [])
+    assert head_nodes(_linear_chain(shapes, head_op)) == expected
+
+
+# ------------------------------------------------------------------ validation texts and their parts
+
+def test_labelled_texts_cover_every_class_of_the_intent_head_and_vary():
+    from convert.head import load_sklearn_head
+    from convert.reference import _head_labels
+    from convert.sentences import labelled_texts
+
+    spec = resolve_model_spec("minilm-intent")
+    labels = _head_labels(spec, load_sklearn_head(spec.head_path, 384))
+    texts = labelled_texts()
+    assert len(texts) >= 600 and len({t.text for t in texts}) == len(texts)
+    assert {t.intent for t in texts} == set(labels)            # 157: CLINC150, oos, six routing intents
+    words = [len(t.text.split()) for t in texts]
+    assert min(words) == 1 and max(words) > 40
+    assert any(t.text.isupper() for t in texts) and any(not t.text.isascii() for t in texts)
+    assert sum(any(c.isdigit() for c in t.text) for t in texts) >= 50
+
+
+def test_selection_and_held_out_parts_are_disjoint_stable_and_both_large():
+    from convert.sentences import HELD_OUT, SELECTION, labelled_texts, part_of, validation_texts
+
+    texts = validation_texts()
+    selection = {t.text for t in texts if t.part == SELECTION}
+    held_out = {t.text for t in texts if t.part == HELD_OUT}
+    assert not selection & held_out and len(selection) + len(held_out) == len(texts) >= 812
+    assert min(len(selection), len(held_out)) >= 400
+    # The part depends on the text alone: not on its position or on the other texts.
+    assert [part_of(t.text) for t in reversed(labelled_texts())] == [t.part for t in reversed(labelled_texts())]
+    assert part_of("") == HELD_OUT     # the 2-token case is graded with the held-out texts
+    assert set(validation_sentences()) <= selection | held_out
+
+
+def test_labelled_file_with_a_bad_line_is_refused_with_its_line_number(tmp_path):
+    from convert.sentences import labelled_texts
+
+    path = tmp_path / "bad.tsv"
+    path.write_text("intent\ttext\nweather\twill it rain\nno tab on this line\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:3: expected 'intent<TAB>text'"):
+        labelled_texts(path)
+
+
+@pytest.mark.parametrize("successes, total, low, high", [
+    (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (98, 100, 0.9300, 0.9945)])
+def test_wilson_interval_matches_known_values(successes, total, low, high):
+    needs_torch()
+    from convert import validate
+
+    lower, upper = validate.wilson_interval(successes, total)
+    assert lower == pytest.approx(low, abs=1e-4) and upper == pytest.approx(high, abs=1e-4)
+
+
+# ------------------------------------------------------------------ the sensitivity search
+
+@pytest.fixture(scope="module")
+def tiny_graphs(tmp_path_factory):
+    """A tiny BERT classifier: its fused FP32 graph, its full INT8 graph, and its reference's
+    answers to 64 selection texts."""
+    needs_torch()
+    from convert import validate
+    from convert.export import export_onnx
+    from convert.mixed_precision import Evaluator, SplicedGraphs
+    from convert.optimize import infer_shapes, optimize_transformer, quantize_int8
+    from convert.reference import build_reference
+    from convert.sentences import SELECTION, validation_texts
+    from tests.tiny_models import tiny_bert_classifier
+
+    work = tmp_path_factory.mktemp("tiny-graphs")
+    spec = resolve_model_spec(str(tiny_bert_classifier(work / "tiny")))
+    reference = build_reference(spec)
+    shaped = infer_shapes(export_onnx(reference, work / "exported.onnx"), work / "shaped.onnx")
+    optimize_transformer(shaped, work / "fp32.onnx", num_heads=4, hidden_size=32)
+    quantize_int8(work / "fp32.onnx", work / "int8-full.onnx")
+    tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", 128)
+    texts = [t.text for t in validation_texts() if t.part == SELECTION][:64]
+    feeds = [encode(tokenizer, [t], True) for t in texts]
+    evaluator = Evaluator(feeds, validate.reference_outputs(reference.model, feeds), "logits", True)
+    graphs = SplicedGraphs(onnx.load(str(work / "fp32.onnx")), onnx.load(str(work / "int8-full.onnx")))
+    return work, graphs, evaluator
+
+
+def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclusions(tiny_graphs):
+    """The search measures spliced graphs; the served graph comes from quantize_dynamic. They
+    must be the same computation, or the search would choose on something never served."""
+    from convert.optimize import quantize_int8
+
+    work, graphs, evaluator = tiny_graphs
+    # embeddings, 2 layers of Attention + 3 MatMuls, the pooler's MatMul; never the classifier
+    assert graphs.units[0].startswith("EmbedLayerNormalization") and len(graphs.units) == 1 + 2 * 4 + 1
+    assert not any("classifier" in unit for unit in graphs.units)
+    kept = [graphs.units[0], graphs.units[3], graphs.units[6]]
+    served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept)
+    rows = list(range(len(evaluator.feeds)))
+    spliced = evaluator.outputs(graphs.model(set(graphs.units) - set(kept)), rows)
+    assert np.array_equal(spliced, evaluator.outputs(onnx.load(str(served)), rows))
+    full = evaluator.outputs(onnx.load(str(work / "int8-full.onnx")), rows)
+    assert np.array_equal(evaluator.outputs(graphs.model(set(graphs.units)), rows), full)
+    assert not np.array_equal(spliced, full)
+
+
+def test_sensitivity_search_is_deterministic_and_keeps_the_fewest_within_the_speed_budget(tiny_graphs):
+    """A target no variant meets (agreement above 100%) makes the search run every step."""
+    from convert.mixed_precision import MAX_STEPS, Target, search
+
+    _, graphs, evaluator = tiny_graphs
+    target = Target(top1_agreement=1.01)
+    first, second = search(graphs, evaluator, target), search(graphs, evaluator, target)
+    assert first.as_dict() == second.as_dict()
+    assert [s.kept_fp32 for s in first.steps] == [s.kept_fp32 for s in second.steps]
+    assert set(first.sensitivity) == set(graphs.units)
+    assert len(first.steps) == 1 + min(len(graphs.units) // 2, MAX_STEPS)   # never more than half in FP32
+    assert first.chosen is first.steps[-1]                           # unmet: the most error removed
+    within = first.steps[first.within_speed_budget].kept_fp32
+    assert sum(graphs.macs[u] for u in within) <= (1 - target.speed_share) * sum(graphs.macs.values())
+    easy = search(graphs, evaluator, Target(top1_agreement=0.0, cosine_min=0.0))
+    assert easy.chosen.kept_fp32 == [] and len(easy.steps) == 1 and not easy.sensitivity   # early stop
+
+
+def test_greedy_order_ranks_error_per_multiply_add_keeps_graph_order_on_ties_and_the_budget():
+    from types import SimpleNamespace
+
+    from convert.mixed_precision import Measure, Target, greedy_order
+
+    macs = {"embed": 0, "a": 100, "b": 100, "c": 400, "d": 400}
+    graphs = SimpleNamespace(units=list(macs), macs=macs)
+    errors = {"embed": 0.001, "a": 0.01, "b": 0.01, "c": 0.08, "d": 0.001}
+    sensitivity = {u: Measure(48, 1.0, None, e) for u, e in errors.items()}
+    # per multiply-add: embed 0.001/1, c 2e-4, a = b 1e-4, d 2.5e-6; budget 0.2 * 1000 = 200;
+    # beyond the budget, by error alone
+    assert greedy_order(graphs, sensitivity, Target()) == (["embed", "a", "b", "c", "d"], 3)
+    assert greedy_order(graphs, sensitivity, Target(speed_share=0.5)) == (["embed", "c", "a", "b", "d"], 3)
