@@ -69,8 +69,8 @@ class VariantReport:
         return asdict(self) | {"passed": self.passed}
 
 
-def reference_outputs(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-    """The reference's first output (logits or embedding), one sentence at a time."""
+def reference_outputs(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]], index: int = 0) -> np.ndarray:
+    """The reference's output `index` (the first: logits or embedding), one sentence at a time."""
     rows, threads = [], torch.get_num_threads()
     # One thread: for one sentence at a time a second one costs more in synchronisation than
     # it saves, and on a shared machine far more (200 MiniLM texts: 7 s against 87 s).
@@ -78,7 +78,7 @@ def reference_outputs(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]]
     try:
         with torch.no_grad():
             for feed in feeds:
-                output = model(**{name: torch.from_numpy(value) for name, value in feed.items()})[0]
+                output = model(**{name: torch.from_numpy(value) for name, value in feed.items()})[index]
                 rows.append(output.numpy())
     finally:
         torch.set_num_threads(threads)

@@ -113,21 +113,15 @@ def resolve_target(args: argparse.Namespace, info: ModelInfo) -> Target:
 
 def reference_rows(spec: ModelSpec, texts: list[str], max_length: int, output: str) -> np.ndarray:
     """The FP32 PyTorch reference, one text at a time (no padding can leak in)."""
-    import torch
-
     from .python_models.tokenizer_model import encode, load_tokenizer
     from .reference import build_reference
+    from .validate import reference_outputs
 
     reference = build_reference(spec)
     tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", max_length)
-    index = reference.output_names.index(output)
     with_types = "token_type_ids" in reference.input_names
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            feed = encode(tokenizer, [text], with_types)
-            rows.append(reference.model(**{k: torch.from_numpy(v) for k, v in feed.items()})[index].numpy())
-    return np.concatenate(rows)
+    feeds = [encode(tokenizer, [text], with_types) for text in texts]
+    return reference_outputs(reference.model, feeds, reference.output_names.index(output))
 
 
 def served_rows(client: EncoderClient, texts: list[str], is_classifier: bool) -> tuple[np.ndarray, np.ndarray]:

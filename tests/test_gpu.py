@@ -174,18 +174,12 @@ def compared_output(reference) -> str:
 
 def reference_rows(reference, tokenizer, texts: list[str]) -> np.ndarray:
     """The FP32 PyTorch reference, one text at a time (no padding can leak in)."""
-    import torch
-
     from convert.python_models.tokenizer_model import encode
+    from convert.validate import reference_outputs
 
-    index = reference.output_names.index(compared_output(reference))
     with_types = "token_type_ids" in reference.input_names
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            feed = encode(tokenizer, [text], with_types)
-            rows.append(reference.model(**{k: torch.from_numpy(v) for k, v in feed.items()})[index].numpy())
-    return np.concatenate(rows)
+    feeds = [encode(tokenizer, [text], with_types) for text in texts]
+    return reference_outputs(reference.model, feeds, reference.output_names.index(compared_output(reference)))
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from tests.test_replicas import (
     distinct_free_ports,
     ensure_all_running,
     replicas,
+    restart_one_at_a_time,
     send_one_text_requests,
-    wait_until_serving,
 )
 
 REQUIRE_ENV = "TRITON_ENCODERS_REQUIRE_HAPROXY"   # set (CI): a missing haproxy fails instead of skipping
@@ -69,14 +69,10 @@ def test_haproxy_gives_every_replica_a_fair_share(proxy, replicas, protocol):
 
 def test_a_rolling_restart_behind_haproxy_fails_no_request(proxy, replicas):
     ensure_all_running(replicas)
-    timings, before = [], proxy.backend_counts()
+    before = proxy.backend_counts()
     with clients_on(proxy_urls(proxy)) as (clients, load):
         time.sleep(1.0)
-        for replica in replicas:
-            started = time.monotonic()
-            ready = replica.restart()
-            wait_until_serving(replica, load)
-            timings.append(f"{ready - started:.1f} s down, serving {time.monotonic() - ready:.1f} s after ready")
+        timings = restart_one_at_a_time(replicas, load)
     after = proxy.backend_counts()
     resent = {name: {key: after[name][key] - before[name][key] for key in after[name]} for name in after}
     check_no_request_failed(load, clients, "rolling restart behind HAProxy under load", *timings,

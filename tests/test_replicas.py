@@ -351,16 +351,22 @@ def test_one_replica_stopped_with_sigterm_and_started_again_under_load_fails_no_
         f"serving the clients again {rejoined - restarted:.1f} s after it was ready")
 
 
+def restart_one_at_a_time(replicas, load) -> list[str]:
+    """Each replica restarted in turn, the next only once the load reaches the last again."""
+    timings = []
+    for replica in replicas:
+        started = time.monotonic()
+        ready = replica.restart()
+        wait_until_serving(replica, load)
+        timings.append(f"{ready - started:.1f} s down, serving {time.monotonic() - ready:.1f} s after ready")
+    return timings
+
+
 def test_a_rolling_restart_of_every_replica_under_load_fails_no_request(replicas):
     ensure_all_running(replicas)
-    timings = []
     with clients_on(urls_of(replicas)) as (clients, load):
         time.sleep(1.0)
-        for replica in replicas:
-            started = time.monotonic()
-            ready = replica.restart()
-            wait_until_serving(replica, load)
-            timings.append(f"{ready - started:.1f} s down, serving {time.monotonic() - ready:.1f} s after ready")
+        timings = restart_one_at_a_time(replicas, load)
     check_no_request_failed(load, clients, "rolling restart of all three under load", *timings)
 
 
