@@ -14,7 +14,7 @@ A python block: the fenced block right after it is its expected output.
 
 What is compared is what does not depend on the machine: every word and every whole number
 (labels, shapes, counts, exit status, error types and messages, flags) exactly; decimal numbers
-within 0.05 (scores move with the CPU and the INT8 scheme built for it); a number followed by
+within 0.1 (scores move with the CPU and the INT8 variant built for it); a number followed by
 `ms` or `s` not at all (latencies); `...` in the expected output stands for anything.
 Rich tables are compared by their words, so borders and padding do not matter.
 
@@ -40,7 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_LANGUAGES = {"console", "sh", "bash", "shell", "python"}
 FENCE = re.compile(r"^(`{3,})\s*([\w+-]*)\s*$")
 MARKER = re.compile(r"^<!--\s*(run|not run)\s*(?::\s*(.*?))?\s*-->\s*$")
-SCORE_TOLERANCE = 0.05
+# Scores move with the INT8 variant the building CPU chose: a low-margin intent ("wake me up at
+# 6:30 tomorrow", alarm) read 0.634 and 0.685 on two variants built on the same machine.
+SCORE_TOLERANCE = 0.1
 TOKEN = re.compile(r"\.\.\.|\d+(?:\.\d+)?|[^\W\d]+|[^\w\s]")   # `...`, numbers, words, one punctuation mark
 TABLE_DRAWING = re.compile(r"[\u2500-\u257f]")     # rich's box-drawing characters
 TIME_UNIT = re.compile(r"^(ms|s|us|µs)$")
@@ -281,7 +283,8 @@ def test_example(block: Block, targets):
 @pytest.mark.parametrize("expected, actual, same", [
     ("car_rental 0.926", "car_rental 0.931", True),                 # a score within the tolerance
     ("car_rental 0.926", "uber 0.926", False),                      # another label
-    ("car_rental 0.926", "car_rental 0.826", False),                # a score off by more
+    ("car_rental 0.926", "car_rental 0.976", True),                 # another INT8 variant
+    ("car_rental 0.926", "car_rental 0.726", False),                # a score off by more
     ("(1, 157)", "(1, 156)", False),                                # a shape
     ("3 text(s) over grpc://127.0.0.1:8001 in 11.1 ms", "3 text(s) over grpc://127.0.0.1:8001 in 92.4 ms", True),
     ("error: texts[0] is empty", "error: texts[1] is empty", False),
