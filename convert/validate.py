@@ -11,15 +11,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from ._modelrepo import Precision
 from .errors import ConvertError
 from .python_models.onnx_encoder_model import run_batch
 from .python_models.tokenizer_model import encode
+
+if TYPE_CHECKING:
+    import torch
 
 PLAIN = "plain"   # the unfused FP32 graph, for TensorRT: a variant, not a served precision
 # Dynamic INT8 scales activations per batch, so the served model runs it row by row
@@ -71,6 +74,7 @@ class VariantReport:
 
 def reference_outputs(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]], index: int = 0) -> np.ndarray:
     """The reference's output `index` (the first: logits or embedding), one sentence at a time."""
+    import torch  # here, not at the top: the gate's arithmetic runs without torch (Python 3.12 tests)
     rows, threads = [], torch.get_num_threads()
     # One thread: for one sentence at a time a second one costs more in synchronisation than
     # it saves, and on a shared machine far more (200 MiniLM texts: 7 s against 87 s).

@@ -280,6 +280,7 @@ def test_int8_keeps_the_head_in_fp32_under_the_name_the_quantizer_gives_it(head_
 # ------------------------------------------------------------------ validation texts and their parts
 
 def test_labelled_texts_cover_every_class_of_the_intent_head_and_vary():
+    needs_torch()
     from convert.head import load_sklearn_head
     from convert.reference import _head_labels
     from convert.sentences import labelled_texts
@@ -321,7 +322,6 @@ def test_labelled_file_with_a_bad_line_is_refused_with_its_line_number(tmp_path)
 @pytest.mark.parametrize("successes, total, low, high", [
     (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (98, 100, 0.9300, 0.9945)])
 def test_wilson_interval_matches_known_values(successes, total, low, high):
-    needs_torch()
     from convert import validate
 
     lower, upper = validate.wilson_interval(successes, total)
