@@ -138,7 +138,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
 
 # The model-repository control API (and the logging and trace settings) need the key in
 # TRITON_ADMIN_KEY: `docker run -e TRITON_ADMIN_KEY=...`. docker-compose.yml makes a random one.
-CMD ["/bin/sh", "-c", "exec tritonserver --model-repository=/models/repository --model-control-mode=none --exit-timeout-secs=10 --http-restricted-api=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY:?set TRITON_ADMIN_KEY: the key that opens the model-repository API} --grpc-restricted-protocol=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY}"]
+CMD ["/bin/sh", "-c", "exec tritonserver --model-repository=/models/repository --model-control-mode=none --exit-timeout-secs=10 --metrics-config=summary_latencies=true --http-restricted-api=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY:?set TRITON_ADMIN_KEY: the key that opens the model-repository API} --grpc-restricted-protocol=model-repository,logging,trace:triton-admin-key=${TRITON_ADMIN_KEY}"]
 
 # ================================================================ Kubernetes images
 # For deploy/helm/triton-encoders (docs/kubernetes.md); built with --target, not used by compose.

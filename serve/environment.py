@@ -94,6 +94,8 @@ def server_command(settings: ServerSettings, installed: TritonInstall) -> list[s
         f"--http-port={settings.http_port}",
         f"--grpc-port={settings.grpc_port}",
         f"--metrics-port={settings.metrics_port}",
+        # Per-model latency percentiles (off by default in Triton); the dashboard reads them.
+        "--metrics-config=summary_latencies=true",
         f"--http-restricted-api={restriction}",
         f"--grpc-restricted-protocol={restriction}",
         f"--model-control-mode={settings.model_control}",

@@ -280,6 +280,15 @@ def test_server_bounds_the_http_request_size_like_the_local_server(compose):
     assert f"--http-max-input-size={MAX_REQUEST_TEXT_BYTES}" in script.split()
 
 
+def test_compose_and_image_servers_export_the_latency_summaries(compose, stages):
+    """The dashboard's percentile panels read Triton's summaries, which are off unless asked for."""
+    from deploy.monitoring.contract import SUMMARY_LATENCIES_ARG
+
+    assert SUMMARY_LATENCIES_ARG in _compose_server_script(compose).split()
+    image_command = yaml.safe_load(stages["triton"].args("CMD")[-1])[-1]
+    assert SUMMARY_LATENCIES_ARG in image_command.split()
+
+
 def test_model_repository_api_is_restricted_with_a_key_from_the_environment(compose, stages):
     triton = compose["services"]["triton"]
     command = service_command(triton)

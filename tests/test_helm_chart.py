@@ -462,6 +462,13 @@ def test_grace_period_covers_prestop_plus_exit_timeout_plus_a_margin(sets):
     assert grace >= prestop_seconds(objects) + exit_timeout + 10, (grace, prestop_seconds(objects), exit_timeout)
 
 
+def test_server_exports_the_latency_summaries_the_dashboard_reads(rendered):
+    from deploy.monitoring.contract import SUMMARY_LATENCIES_ARG
+
+    _, _, objects = rendered
+    assert SUMMARY_LATENCIES_ARG in server(objects)["args"]
+
+
 def test_shared_memory_and_tmp_are_size_limited_emptydirs(rendered):
     name, _, objects = rendered
     volumes = {v["name"]: v for v in pod_spec(objects)["volumes"]}

@@ -33,6 +33,9 @@ QUEUE_RECORD = "triton_encoders:queue_us:rate1m"
 COMPUTE_RECORD = "triton_encoders:compute_us:rate1m"
 RATIO_RECORD = "triton_encoders:queue_compute_ratio"
 ADAPTER_METRIC = "triton_queue_compute_ratio"
+# Triton exports its latency summaries (the dashboard's percentile panels) only when started with
+# this; every server this project starts passes it (serve, the chart, compose, the image's CMD).
+SUMMARY_LATENCIES_ARG = "--metrics-config=summary_latencies=true"
 
 # A dashboard panel that cannot answer everywhere says so in the first words of its description;
 # the live test skips exactly those, and checks they query only what that source exports.

@@ -25,12 +25,11 @@ from grafana_foundation_sdk.builders import prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, DataSourceRef, VariableRefresh
 
-from deploy.monitoring.contract import DASHBOARD, NEEDS, RATIO_RECORD
+from deploy.monitoring.contract import DASHBOARD, NEEDS, RATIO_RECORD, SUMMARY_LATENCIES_ARG
 
 UID = "triton-encoders"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 SELECTOR = 'namespace=~"$namespace", pod=~"$pod"'
-SUMMARY_FLAG = "--metrics-config summary_latencies=true"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def latency_percentiles() -> list[PanelSpec]:
                  ("Request time", "nv_inference_request_summary_us")]
     return [PanelSpec(f"{name} p50 / p99 (worst pod)",
                       f"Triton's summaries over its last minute; empty unless the server runs with "
-                      f"`{SUMMARY_FLAG}`. Quantiles cannot be averaged across pods: the worst pod is shown.",
+                      f"`{SUMMARY_LATENCIES_ARG}`. Quantiles cannot be averaged across pods: the worst pod is shown.",
                       "µs", (worst_pod_quantile(metric, "0.5"), worst_pod_quantile(metric, "0.99")))
             for name, metric in summaries]
 

@@ -21,8 +21,6 @@ from deploy.monitoring.prometheus import LocalPrometheus, ScrapeTarget
 from serve import LocalTritonServer
 
 NAMESPACE = "triton-encoders-local"
-# Percentiles per model over Triton's sliding window (its summaries are off by default).
-SUMMARY_LATENCIES = "--metrics-config=summary_latencies=true"
 
 
 @dataclass
@@ -49,7 +47,7 @@ def local_pods(repository: Path, count: int, namespace: str = NAMESPACE) -> Iter
     with contextlib.ExitStack() as stack:
         pods = []
         for index in range(count):
-            server = stack.enter_context(LocalTritonServer(repository, extra_args=[SUMMARY_LATENCIES]))
+            server = stack.enter_context(LocalTritonServer(repository))
             pods.append(Pod(f"triton-encoders-{index}", namespace, server))
         yield pods
 

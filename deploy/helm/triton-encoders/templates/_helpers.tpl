@@ -117,6 +117,7 @@ seccompProfile:
 - --grpc-port={{ .Values.ports.grpc }}
 - --metrics-port={{ .Values.ports.metrics }}
 - --allow-metrics=true
+- --metrics-config=summary_latencies=true
 - --http-max-input-size={{ int .Values.server.httpMaxInputSize }}
 - --http-restricted-api={{ $restricted }}
 - --grpc-restricted-protocol={{ $restricted }}
