@@ -415,7 +415,8 @@ def _versions() -> dict[str, str]:
 
 
 def _manifest_entry(spec, options, layout, folders, fusion, reports, variants, extra) -> ManifestEntry:
-    evidence = {"model_type": spec.model_type, "fusion": asdict(fusion), "variants": variants, "validation": [r.as_dict() for r in reports],
+    evidence = {"model_type": spec.model_type, "fusion": asdict(fusion), "variants": variants,
+                "validation": [r.as_dict() for r in reports],
                 **extra["quantization"], "versions": _versions(), **extra.get("tensorrt", {}),
                 "build_seconds": extra["build_seconds"]}
     return ManifestEntry(

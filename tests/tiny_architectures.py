@@ -129,3 +129,20 @@ def tiny_checkpoint(folder: Path, model_type: str, task: str, seed: int = 0) -> 
 
 def model_name(model_type: str, task: str) -> str:
     return f"tiny-{model_type}-{'classify' if task == 'text-classification' else 'embed'}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.tiny_architectures FOLDER`: the ten checkpoints, to build by hand."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    folder = parser.parse_args(argv).folder
+    for model_type in ARCHITECTURES:
+        for task in TASKS:
+            print(tiny_checkpoint(folder / model_name(model_type, task), model_type, task))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
