@@ -28,7 +28,7 @@ CSV_FIELDS = ("tokens", "role", "variant", "batch_size", "concurrency", "through
               "p95_ms", "p99_ms", "server_queue_ms", "server_compute_infer_ms", "settings")
 
 
-def best(rows: list[TuneRow], goal: str, budget_p99_ms: float) -> TuneRow | None:
+def best(rows: list[TuneRow], goal: str, budget_p99_ms: float = float("inf")) -> TuneRow | None:
     """The best row for `goal` among those within the budget; None when none is."""
     _, value, lower_is_better = GOALS[goal]
     candidates = [row for row in rows if row.p99_ms <= budget_p99_ms]
@@ -82,12 +82,17 @@ def render(document: dict, rows: list[TuneRow]) -> str:
     for (tokens, role), group in _groups(rows).items():
         for goal, (label, value, lower_is_better) in GOALS.items():
             chosen = best(group, goal, budget)
+            if chosen is None:   # none within the budget: say so, and show the best one anyway
+                chosen, label = best(group, goal), f"{label} (**over the budget**)"
             lines.append(_line(tokens, role, label, chosen, baseline(group, chosen) if chosen else None,
                                value, lower_is_better))
+    lines += ["", "Every measurement:", "", "| tokens | model | config | settings | batch | conc. | avg ms | p99 ms "
+              "| texts/s | server queue ms | server compute ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_measurement_line(row) for row in rows]
     lines += ["", "Apply one to a built repository (through its config writer):", "",
               f"    python -m perf tune apply --results {document.get('out_dir', '<this folder>')} "
               "--config <config> --repository <repository>", "",
-              "Every measurement: tune.csv; Model Analyzer's own reports: ma/<tokens>-<search>/export/."]
+              "The same in tune.csv; Model Analyzer's own reports: ma/<tokens>-<search>/export/."]
     return "\n".join(lines) + "\n"
 
 
@@ -98,10 +103,16 @@ def _groups(rows: list[TuneRow]) -> dict[tuple[int, str], list[TuneRow]]:
     return dict(sorted(groups.items()))
 
 
+def _measurement_line(row: TuneRow) -> str:
+    return (f"| {row.tokens} | {row.role} | `{row.variant}` | {_settings_text(row.settings)} | {row.batch_size} | "
+            f"{row.concurrency} | {row.avg_ms:.2f} | {row.p99_ms:.2f} | {row.throughput * row.batch_size:.0f} | "
+            f"{row.server_queue_ms:.2f} | {row.server_compute_infer_ms:.2f} |")
+
+
 def _line(tokens: int, role: str, label: str, chosen: TuneRow | None, built: TuneRow | None,
           value: Callable[[TuneRow], float], lower_is_better: bool) -> str:
     if chosen is None:
-        return f"| {tokens} | {role} | {label} | none within budget | | | | | | | |"
+        return f"| {tokens} | {role} | {label} | none measured | | | | | | | |"
     ratio = ""
     if built is not None and value(built) and value(chosen):
         ratio = f"{value(built) / value(chosen):.2f}x" if lower_is_better else f"{value(chosen) / value(built):.2f}x"
