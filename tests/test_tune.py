@@ -67,8 +67,8 @@ def test_cpu_config_runs_the_local_server_with_each_models_exact_length_inputs(t
 def test_ensemble_is_searched_by_model_analyzers_quick_search_within_the_preset_bounds(tmp_path):
     quick = PRESETS["quick"]
     options = TuneOptions(tmp_path, "minilm-intent", tmp_path / "out")
-    config = analyzer_config(options, quick, NAMES, AnalyzerRun(128, "ensemble", ("ensemble",), tmp_path),
-                             {"ensemble": Path("/in/ensemble-128.json"), "encoder": Path("/in/encoder-128.json")}, TOOLS)
+    inputs = {"ensemble": Path("/in/ensemble-128.json"), "encoder": Path("/in/encoder-128.json")}
+    config = analyzer_config(options, quick, NAMES, AnalyzerRun(128, "ensemble", ("ensemble",), tmp_path), inputs, TOOLS)
     assert config["run_config_search_mode"] == "quick" and "run_config_search_disable" not in config
     assert config["cpu_only_composing_models"] == [NAMES.tokenizer, NAMES.encoder]
     assert (config["run_config_search_min_instance_count"], config["run_config_search_max_instance_count"]) == (1, 2)
