@@ -68,7 +68,8 @@ def test_ensemble_is_searched_by_model_analyzers_quick_search_within_the_preset_
     quick = PRESETS["quick"]
     options = TuneOptions(tmp_path, "minilm-intent", tmp_path / "out")
     inputs = {"ensemble": Path("/in/ensemble-128.json"), "encoder": Path("/in/encoder-128.json")}
-    config = analyzer_config(options, quick, NAMES, AnalyzerRun(128, "ensemble", ("ensemble",), tmp_path), inputs, TOOLS)
+    run = AnalyzerRun(128, "ensemble", ("ensemble",), tmp_path)
+    config = analyzer_config(options, quick, NAMES, run, inputs, TOOLS)
     assert config["run_config_search_mode"] == "quick" and "run_config_search_disable" not in config
     assert config["cpu_only_composing_models"] == [NAMES.tokenizer, NAMES.encoder]
     assert (config["run_config_search_min_instance_count"], config["run_config_search_max_instance_count"]) == (1, 2)
