@@ -16,7 +16,7 @@ from perf.errors import PerfError
 from perf.tune.apply import apply_settings, chosen_settings, set_tuned_fields
 from perf.tune.environment import AnalyzerTools, analyzer_venv
 from perf.tune.report import best
-from perf.tune.results import TuneRow, tuned_settings
+from perf.tune.results import TuneRow, rows_from_json, tuned_settings
 from perf.tune.runner import AnalyzerRun, TuneOptions, analyzer_config
 from perf.tune.space import GPU_CONFIG, PRESETS, gpu_config_text
 
@@ -139,6 +139,8 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
     assert tried["settings"][NAMES.fused]["intra_op_threads"] == "1"     # the smoke space's one config
     assert tried["settings"][NAMES.fused]["instance_count"] == 1
     assert 0 < tried["avg_ms"] <= tried["p99_ms"] and tried["throughput"] > 0
+    for row in rows_from_json(document):   # the records land in the right fields
+        assert row.p90_ms <= row.p95_ms <= row.p99_ms and row.server_compute_infer_ms < row.avg_ms
     assert f"`{NAMES.fused}_config_" in report.read_text()
     assert (out / "ma" / "16-brute" / "export").is_dir()   # Model Analyzer's own reports beside ours
 
