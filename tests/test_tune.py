@@ -151,3 +151,32 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
 
     with LocalTritonServer(repository, model_control="explicit", load_models=[NAMES.fused]) as server:
         assert NAMES.fused in server.ready_models()
+
+
+def _stand_in(tmp_path: Path, body: str) -> AnalyzerTools:
+    """A shell script in Model Analyzer's place: what run_model_analyzer does with a process that
+    hangs or fails, which the real one does not do on demand."""
+    script = tmp_path / "model-analyzer"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return AnalyzerTools(script, *(tmp_path,) * 4, environment={"PATH": "/usr/bin:/bin"})
+
+
+def test_a_run_over_its_time_is_stopped_with_what_it_started(tmp_path):
+    import time
+
+    from perf.tune.runner import run_model_analyzer
+
+    started = time.monotonic()
+    with pytest.raises(PerfError, match="ran over 1 s and was stopped"):
+        run_model_analyzer(_stand_in(tmp_path, "echo profiling; sleep 60"), {}, tmp_path / "run", timeout_s=1)
+    assert time.monotonic() - started < 30   # the sleeping child went with it: nothing held the pipe
+
+
+def test_a_failed_run_names_its_error_and_logs(tmp_path):
+    from perf.tune.runner import run_model_analyzer
+
+    tools = _stand_in(tmp_path, "echo '[Model Analyzer] ERROR: no model named foo'; exit 1")
+    with pytest.raises(PerfError, match=r"exit 1\): \[Model Analyzer\] ERROR: no model named foo; its log: .*"):
+        run_model_analyzer(tools, {}, tmp_path / "run", timeout_s=60)
+    assert (tmp_path / "run" / "config.yaml").is_file()

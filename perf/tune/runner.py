@@ -11,7 +11,11 @@ Then every checkpoint is read back into one table and report (perf/tune/report.p
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,19 +155,37 @@ def run_model_analyzer(tools: AnalyzerTools, config: dict, folder: Path, timeout
     config_path.write_text(dump_yaml(config))
     command = [str(tools.model_analyzer), "profile", "-f", str(config_path)]
     log_path = folder / "model-analyzer.log"
-    deadline = time.monotonic() + timeout_s
     with open(log_path, "w") as log, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                      text=True, env=tools.environment, cwd=folder) as process:
-        for line in process.stdout:
-            log.write(line)
-            if _worth_showing(line):
-                print("  " + line.rstrip(), flush=True)
-            if time.monotonic() > deadline:
-                process.kill()
-                raise PerfError(f"Model Analyzer ran over {timeout_s:.0f} s and was stopped; see {log_path}")
+                                                      text=True, env=tools.environment, cwd=folder,
+                                                      start_new_session=True) as process:
+        timed_out = threading.Event()
+        watchdog = threading.Timer(timeout_s, _stop, args=(process, timed_out))
+        watchdog.start()
+        try:
+            for line in process.stdout:
+                log.write(line)
+                if _worth_showing(line):
+                    print("  " + line.rstrip(), flush=True)
+        finally:
+            watchdog.cancel()
+    if timed_out.is_set():
+        raise PerfError(f"Model Analyzer ran over {timeout_s:.0f} s and was stopped; see {log_path}")
     if process.returncode != 0:
         raise PerfError(f"Model Analyzer failed (exit {process.returncode}): {_last_error(log_path)}; "
                         f"its log: {log_path}, the server's: {folder / 'tritonserver.log'}")
+
+
+def _stop(process: subprocess.Popen, timed_out: threading.Event) -> None:
+    """Stop a run that went over its time, even one hanging silently: SIGINT to its process group
+    first (Model Analyzer then stops the server it started and saves its checkpoint), SIGKILL to the
+    group if it has not ended a minute later (its own session: nothing else is in that group)."""
+    timed_out.set()
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _worth_showing(line: str) -> bool:
