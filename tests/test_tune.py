@@ -15,7 +15,7 @@ from modelrepo import ModelNames, read_config
 from perf.errors import PerfError
 from perf.tune.apply import apply_settings, chosen_settings, set_tuned_fields
 from perf.tune.environment import AnalyzerTools, analyzer_venv
-from perf.tune.report import best
+from perf.tune.report import best, rewrite_report
 from perf.tune.results import TuneRow, rows_from_json, tuned_settings
 from perf.tune.runner import AnalyzerRun, TuneOptions, analyzer_config
 from perf.tune.space import GPU_CONFIG, PRESETS, gpu_config_text
@@ -143,6 +143,8 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
         assert row.p90_ms <= row.p95_ms <= row.p99_ms and row.server_compute_infer_ms < row.avg_ms
     assert f"`{NAMES.fused}_config_" in report.read_text()
     assert (out / "ma" / "16-brute" / "export").is_dir()   # Model Analyzer's own reports beside ours
+    written = report.read_text()
+    assert rewrite_report(out).read_text() == written      # `tune report` rewrites it from tune.json alone
 
     repository = shutil.copytree(intent_repository, tmp_path / "repo")
     settings = chosen_settings(out, f"{NAMES.fused}_config_0")

@@ -30,11 +30,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     apply.add_argument("--tokens", dest="apply_tokens", type=int, default=None,
                        help="the length whose run named the config, when the name differs between runs")
     actions.add_parser("gpu-config", help="rewrite perf/model_analyzer.yaml from the search space")
+    report = actions.add_parser("report", help="rewrite tune.md from a results folder's tune.json")
+    report.add_argument("results_dir", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.tune_action == "apply":
         return _apply(args)
+    if args.tune_action == "report":
+        from .report import rewrite_report
+
+        print(rewrite_report(args.results_dir))
+        return 0
     if args.tune_action == "gpu-config":
         from .space import write_gpu_config
 

@@ -15,14 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from ..errors import PerfError
 from ..machine import describe_machine, one_line
-from .results import TuneRow
+from .results import TuneRow, rows_from_json
 
 GOALS: dict[str, tuple[str, Callable[[TuneRow], float], bool]] = {
     # goal -> (label, value, lower is better)
     "latency": ("lowest average latency, batch 1, concurrency 1", lambda row: row.avg_ms, True),
     "p99": ("lowest p99, batch 1, concurrency 1", lambda row: row.p99_ms, True),
-    "throughput": ("highest throughput", lambda row: row.throughput * row.batch_size, False),
+    "throughput": ("highest throughput", lambda row: row.throughput, False),
 }
 CSV_FIELDS = ("tokens", "role", "variant", "batch_size", "concurrency", "throughput", "avg_ms", "p90_ms",
               "p95_ms", "p99_ms", "server_queue_ms", "server_compute_infer_ms", "settings")
@@ -59,6 +60,17 @@ def write_tune_report(rows: list[TuneRow], out_dir: Path, *, budget_p99_ms: floa
     return report
 
 
+def rewrite_report(out_dir: Path) -> Path:
+    """tune.md again from tune.json (after a change to this module)."""
+    path = Path(out_dir) / "tune.json"
+    if not path.is_file():
+        raise PerfError(f"{path} not found: give the folder `python -m perf tune` wrote")
+    document = json.loads(path.read_text())
+    report = Path(out_dir) / "tune.md"
+    report.write_text(render(document, rows_from_json(document)))
+    return report
+
+
 def _write_csv(rows: list[TuneRow], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
@@ -75,7 +87,7 @@ def render(document: dict, rows: list[TuneRow]) -> str:
              f"{document['wall_s']} s in all",
              f"- Repository: {document['repository']}",
              f"- Budget: p99 <= {budget} ms. Latencies in ms per request; throughput in texts/s "
-             "(requests/s x batch). `vs built` compares with the repository's config as built, "
+             "(perf_analyzer counts each text of a batch). `vs built` compares with the repository's config as built, "
              "measured in the same run at the same load.", "",
              "| tokens | model | goal | config | settings | batch | conc. | avg ms | p99 ms | texts/s | vs built |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -105,7 +117,7 @@ def _groups(rows: list[TuneRow]) -> dict[tuple[int, str], list[TuneRow]]:
 
 def _measurement_line(row: TuneRow) -> str:
     return (f"| {row.tokens} | {row.role} | `{row.variant}` | {_settings_text(row.settings)} | {row.batch_size} | "
-            f"{row.concurrency} | {row.avg_ms:.2f} | {row.p99_ms:.2f} | {row.throughput * row.batch_size:.0f} | "
+            f"{row.concurrency} | {row.avg_ms:.2f} | {row.p99_ms:.2f} | {row.throughput:.0f} | "
             f"{row.server_queue_ms:.2f} | {row.server_compute_infer_ms:.2f} |")
 
 
@@ -118,7 +130,7 @@ def _line(tokens: int, role: str, label: str, chosen: TuneRow | None, built: Tun
         ratio = f"{value(built) / value(chosen):.2f}x" if lower_is_better else f"{value(chosen) / value(built):.2f}x"
     return (f"| {tokens} | {role} | {label} | `{chosen.variant}` | {_settings_text(chosen.settings)} | "
             f"{chosen.batch_size} | {chosen.concurrency} | {chosen.avg_ms:.2f} | {chosen.p99_ms:.2f} | "
-            f"{chosen.throughput * chosen.batch_size:.0f} | {ratio} |")
+            f"{chosen.throughput:.0f} | {ratio} |")
 
 
 def _settings_text(settings: dict[str, dict]) -> str:
