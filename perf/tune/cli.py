@@ -15,7 +15,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--model-repository", type=Path, default=Path("triton_models"))
     tune.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                       help="smoke: a minute, checks the tools; quick: minutes, the fused model; "
-                           "full: hours, fused, encoder and ensemble [quick]")
+                           "full: a night on 2 cores, fused, encoder and ensemble [quick]")
     tune.add_argument("--models", type=_roles, default=None,
                       help=f"comma-separated, among {','.join(ROLES)} [the preset's]")
     tune.add_argument("--tokens", type=int, nargs="+", default=None, help="token lengths [16 128]")

@@ -70,6 +70,9 @@ def tune(options: TuneOptions) -> Path:
     inputs = _write_inputs(names, options.model_repository, lengths, options.out_dir / "inputs")
     tools = analyzer_tools()
     runs = _plan(roles, lengths, options.out_dir / "ma")
+    loads = len(space.batch_sizes) * len(space.concurrency)
+    print(f"[tune] preset {options.preset}: {len(runs)} Model Analyzer run(s); each brute-searched model "
+          f"tries {space.brute_size(cpu=True)} configs + the built one, at {loads} load(s) each", flush=True)
     started = time.monotonic()
     for number, run in enumerate(runs, 1):
         print(f"[tune] run {number}/{len(runs)}: {run.search} search of {', '.join(run.roles)} "
