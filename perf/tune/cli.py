@@ -21,6 +21,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--tokens", type=int, nargs="+", default=None, help="token lengths [16 128]")
     tune.add_argument("--budget-p99-ms", type=float, default=50.0, help="p99 constraint for the best configs [50]")
     tune.add_argument("--out", type=Path, default=None, help="results folder [perf/results/tune-<timestamp>]")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue an interrupted run into the same --out: configs already measured are kept")
     actions = tune.add_subparsers(dest="tune_action")
     apply = actions.add_parser("apply", help="write a config the search measured into a built repository")
     apply.add_argument("--results", type=Path, required=True, help="the folder `python -m perf tune` wrote")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("perf/results") / datetime.now().strftime("tune-%Y%m%d-%H%M%S")
     report = tune(TuneOptions(args.model_repository, args.model, out_dir, preset=args.preset, roles=args.models,
                               budget_p99_ms=args.budget_p99_ms,
-                              token_lengths=tuple(args.tokens) if args.tokens else None))
+                              token_lengths=tuple(args.tokens) if args.tokens else None, resume=args.resume))
     print(report.read_text())
     print(f"[tune] report: {report}")
     return 0

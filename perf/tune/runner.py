@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -44,6 +45,7 @@ class TuneOptions:
     roles: tuple[str, ...] | None = None          # None: the preset's default roles
     budget_p99_ms: float = 50.0
     token_lengths: tuple[int, ...] | None = None  # None: the preset's lengths
+    resume: bool = False   # keep the checkpoints of an earlier run into the same folder
 
     @property
     def space(self) -> SearchSpace:
@@ -77,6 +79,8 @@ def tune(options: TuneOptions) -> Path:
     for number, run in enumerate(runs, 1):
         print(f"[tune] run {number}/{len(runs)}: {run.search} search of {', '.join(run.roles)} "
               f"at {run.tokens} tokens -> {run.folder}", flush=True)
+        if not options.resume:   # Model Analyzer would skip every config its checkpoint already holds
+            shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
         config = analyzer_config(options, space, names, run, inputs[run.tokens], tools)
         run_model_analyzer(tools, config, run.folder, timeout_s=_timeout(space, run))
     rows = [row for run in runs for row in read_run(run.folder / "checkpoints", run.tokens, names)]
