@@ -143,6 +143,7 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
         assert row.p90_ms <= row.p95_ms <= row.p99_ms and row.server_compute_infer_ms < row.avg_ms
     assert f"`{NAMES.fused}_config_" in report.read_text()
     assert (out / "ma" / "16-brute" / "export").is_dir()   # Model Analyzer's own reports beside ours
+    assert not (out / "ma" / "16-brute" / "output_repository").exists()   # its model copy, removed
     written = report.read_text()
     assert rewrite_report(out).read_text() == written      # `tune report` rewrites it from tune.json alone
 

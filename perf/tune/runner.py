@@ -83,6 +83,9 @@ def tune(options: TuneOptions) -> Path:
             shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
         config = analyzer_config(options, space, names, run, inputs[run.tokens], tools)
         run_model_analyzer(tools, config, run.folder, timeout_s=_timeout(space, run))
+        # Model Analyzer's copy of the models (one per run: the variants link to it); the report
+        # and `tune apply` need only the checkpoint, and the copy is rebuilt by the next run.
+        shutil.rmtree(run.folder / "output_repository", ignore_errors=True)
     rows = [row for run in runs for row in read_run(run.folder / "checkpoints", run.tokens, names)]
     return write_tune_report(rows, options.out_dir, budget_p99_ms=options.budget_p99_ms, preset=options.preset,
                              wall_s=time.monotonic() - started, repository=options.model_repository)
