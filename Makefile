@@ -34,7 +34,7 @@ setup: $(READY)
 
 setup-py312: $(READY312)
 
-$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh scripts/setup-k8s-tools.sh deploy/requirements-tools.txt
+$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh scripts/setup-k8s-tools.sh scripts/setup-analyzer.sh deploy/requirements-tools.txt
 	scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	touch $(READY)
 

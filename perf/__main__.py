@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs | load."""
+"""CLI: python -m perf install | run | report | inputs | load | tune."""
 
 from __future__ import annotations
 
@@ -56,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--server-pid", type=int, help="pid of that server, for memory sampling "
                       "(found from its port when it listens on this machine)")
 
+    from .tune import cli as tune_cli
+
+    tune_cli.add_parser(commands)
+
     args = parser.parse_args(argv)
-    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load}[args.command]
+    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
+               "tune": tune_cli.run}[args.command]
     try:
         return command(args)
     except (PerfError, OSError) as error:  # what the user can fix; anything else is a bug: its traceback shows

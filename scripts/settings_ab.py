@@ -1,12 +1,19 @@
-"""A one-off A/B of server-side settings, kept apart from perf/ (a Model Analyzer search is to
-replace it): copies of one repository with edited configs, each served
-in turn and measured with perf_analyzer, round after round, so that machine noise hits
-every variant alike. The figures in perf/NOTES.md ("Server-side settings") come from:
+"""Configs that `python -m perf tune` found, measured in turn, round after round: what Model
+Analyzer cannot do.
 
-    .venv/bin/python scripts/settings_ab.py triton_models --rounds 2
+Model Analyzer (python -m perf tune, docs/tuning.md) searches the settings: it measures each
+config once, one after the other, and records no p50. On a shared machine figures drift by
+20% over minutes, so two close configs are only told apart when measured in turn, round after
+round, so that the drift hits each alike. This script does that for a few configs of a tune
+results folder (and the repository as built): one copy of the repository per config, written
+through `tune apply`'s config writer, each served in turn and measured with perf_analyzer (p50
+and throughput) on the cases below.
 
-Variants edit the encoder and fused models' config.pbtxt (ModelConfig protobuf):
-dynamic-batching queue delay, ORT intra-op threads, spinning, instance count.
+    .venv/bin/python scripts/settings_ab.py triton_models --results perf/results/tune-<stamp> \\
+        --configs minilm-intent-fused_config_1,minilm-intent-fused_config_3 --rounds 2
+
+The "Server-side settings" table of perf/NOTES.md was measured by this script's earlier form
+(hand-written variants: queue delay, intra-op threads, spinning, instances).
 """
 from __future__ import annotations
 
@@ -19,38 +26,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from modelrepo import ModelNames, read_config, write_config  # noqa: E402
+from modelrepo import ModelNames  # noqa: E402
 from perf.analyzer import build_command, run_perf_analyzer  # noqa: E402
 from perf.inputs import load_tokenizer, prime_at_least, write_input_files  # noqa: E402
 from perf.install import perf_analyzer_command  # noqa: E402
 from perf.sweeps import MeasurementSettings  # noqa: E402
+from perf.tune.apply import apply_settings, chosen_settings  # noqa: E402
 
-VARIANTS = {
-    "before": {"queue": 100, "spin": "0"},
-    "q0": {"queue": 0, "spin": "0"},
-    "q0_t1": {"queue": 0, "intra_op_threads": "1", "spin": "0"},
-    "q0_spin": {"queue": 0, "spin": "1"},
-    "q0_t1_spin": {"queue": 0, "intra_op_threads": "1", "spin": "1"},
-    "q0_t1_x2": {"queue": 0, "intra_op_threads": "1", "spin": "0", "instances": 2},
-}
+BUILT = "built"   # the repository as given
 # (model suffix, tokens, concurrency)
 CASES = (("-fused", 16, 1), ("", 16, 1), ("-fused", 128, 1), ("", 16, 8))
 SETTINGS = MeasurementSettings(interval_ms=3000, stability_percentage=50, max_trials=3)
 
 
-def variant_repository(source: Path, target: Path, name: str, change: dict) -> Path:
-    """A copy of `source` whose encoder and fused configs carry `change`."""
+def variant_repository(source: Path, target: Path, model: str, settings: dict[str, dict]) -> Path:
+    """A copy of `source` with `settings` (model -> tuned fields) written into its configs."""
     shutil.copytree(source, target)
-    names = ModelNames.of(name)
-    for model in (names.encoder, names.fused):
-        config = read_config(target / model)
-        config.dynamic_batching.max_queue_delay_microseconds = change["queue"]
-        if "instances" in change:
-            config.instance_group[0].count = change["instances"]
-        for key in ("intra_op_threads", "spin"):
-            if key in change:
-                config.parameters[key].string_value = change[key]
-        write_config(config, target / model)
+    if settings:
+        apply_settings(target, settings, model)
     return target
 
 
@@ -75,16 +68,17 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path)
+    parser.add_argument("--results", type=Path, required=True, help="a folder `python -m perf tune` wrote")
+    parser.add_argument("--configs", required=True, help="comma-separated config names from its report")
     parser.add_argument("--model", default="minilm-intent")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="settings-ab-"))
     tokenizer = load_tokenizer(ModelNames.of(args.model).tokenizer_json(args.repository))
     inputs = {n: write_input_files(tokenizer, n, prime_at_least(64), work / "inputs")["ensemble"] for n in (16, 128)}
-    chosen = {name: VARIANTS[name] for name in args.variants.split(",")}
-    repositories = {name: variant_repository(args.repository, work / name, args.model, change)
-                    for name, change in chosen.items()}
+    chosen = {BUILT: {}, **{name: chosen_settings(args.results, name) for name in args.configs.split(",")}}
+    repositories = {name: variant_repository(args.repository, work / name, args.model, settings)
+                    for name, settings in chosen.items()}
     results: dict[str, list] = {name: [] for name in chosen}
     try:
         for round_number in range(1, args.rounds + 1):

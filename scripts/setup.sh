@@ -23,6 +23,8 @@ echo "installing Python packages into $venv (a few minutes the first time)"
 "$venv/bin/python" -m pip install --quiet --no-deps --editable .
 "$venv/bin/python" -m serve install
 "$venv/bin/python" -m perf install
+# Triton Model Analyzer for `python -m perf tune`, in its own venv (numpy 2): $venv/analyzer.
+scripts/setup-analyzer.sh "$python" "$venv"
 # helm, kubectl, kubernetes-validate, checkov: the Helm chart's static checks.
 scripts/setup-k8s-tools.sh "$venv"
 

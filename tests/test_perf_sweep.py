@@ -247,15 +247,18 @@ def test_resolve_model_names_the_missing_repository(tmp_path: Path) -> None:
         resolve_model(tmp_path / "nowhere", "minilm-intent")
 
 
-def test_settings_ab_variants_edit_only_the_encoder_and_fused_configs(intent_repository, tmp_path):
+def test_settings_ab_variants_edit_only_the_models_a_tuned_config_names(intent_repository, tmp_path):
+    from perf.tune.results import tuned_settings
     from scripts.settings_ab import variant_repository
 
-    copy = variant_repository(intent_repository, tmp_path / "repo", "minilm-intent",
-                              {"queue": 0, "intra_op_threads": "1", "spin": "1", "instances": 2})
+    chosen = {}
+    for model in ("minilm-intent-encoder", "minilm-intent-fused"):
+        built = tuned_settings(read_config(intent_repository / model))
+        chosen[model] = {**built, "instance_count": 2, "intra_op_threads": "1", "spin": "0"}
+    copy = variant_repository(intent_repository, tmp_path / "repo", "minilm-intent", chosen)
     for model in ("minilm-intent-encoder", "minilm-intent-fused"):
         config = read_config(copy / model)
-        assert config.dynamic_batching.max_queue_delay_microseconds == 0
         assert config.instance_group[0].count == 2
         assert config.parameters["intra_op_threads"].string_value == "1"
-        assert config.parameters["spin"].string_value == "1"
+        assert config.parameters["spin"].string_value == "0"
     assert read_config(copy / "minilm-intent-tokenizer") == read_config(intent_repository / "minilm-intent-tokenizer")
