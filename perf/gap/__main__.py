@@ -23,7 +23,7 @@ def gap(repository: Path, model_name: str, out_dir: Path, *, lengths: list[int],
     tokenizer = load_tokenizer(model.tokenizer_json)
     texts = {length: exact_length_texts(tokenizer, length, max(4 * batch, 64)) for length in lengths}
     out_dir.mkdir(parents=True, exist_ok=True)
-    served = repository_with_changes(repository, model, changes, out_dir / "repository")
+    served = repository_with_changes(repository, model.names, changes, out_dir / "repository")
     run = GapRun(model_name, lengths, seconds, block, batch)
     variants = inprocess_variants(model, repository)
     with triton_server(served, log_file=out_dir / "tritonserver.log") as server:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..baselines import batches_of
 from .variants import Call, Variant
@@ -78,16 +78,29 @@ def _back_to_back(call: Call, batches: list[list[str]]) -> None:
         call(batch)
 
 
+def _all_clients(variant: Variant, work: Callable[[Call], None], pool: ThreadPoolExecutor | None) -> None:
+    """`work` for every client of the variant: in this thread for one client (tritonclient's HTTP
+    client is gevent-based and must stay on the thread that made it), else one thread each."""
+    if pool is None:
+        work(variant.calls[0])
+    else:
+        list(pool.map(work, variant.calls))
+
+
 def timed_turn(variant: Variant, batches: list[list[str]], grpc_url: str, server_pid: int | None) -> dict[str, Any]:
     """One untimed request per client (it absorbs what the previous variant left behind, such
     as ONNX Runtime threads still spinning), then the rest back to back, every client at once."""
-    with ThreadPoolExecutor(variant.concurrency) as pool:
-        list(pool.map(lambda call: call(batches[0]), variant.calls))
+    pool = ThreadPoolExecutor(variant.concurrency) if variant.concurrency > 1 else None
+    try:
+        _all_clients(variant, lambda call: call(batches[0]), pool)
         stats_before = read_stats(grpc_url, variant.models) if variant.models else {}
         server_before, cpu_before = cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
-        list(pool.map(lambda call: _back_to_back(call, batches[1:]), variant.calls))
+        _all_clients(variant, lambda call: _back_to_back(call, batches[1:]), pool)
         wall = time.perf_counter() - started
+    finally:
+        if pool is not None:
+            pool.shutdown()
     requests = (len(batches) - 1) * variant.concurrency
     sample = {"requests": requests, "wall_s": wall,
               "client_cpu_s": time.process_time() - cpu_before, "server_cpu_s": cpu_seconds(server_pid) - server_before}

@@ -2,6 +2,7 @@
 
 - `ort`: tokenizers + onnxruntime on the repository's model.onnx with ONNX Runtime's defaults
   (perf.baselines.OrtPipeline), in-process: the figure the served throughput is held to;
+  `ort no-spin` the same with its threads sleeping at once when idle instead of spinning;
 - `ort-served`: the served code itself (the tokenizer's and the encoder's model.py, loaded from
   the built repository) run in-process: the served session options, padding and row policy;
 - the ensemble and the fused model over HTTP (JSON or binary tensors) and gRPC;
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._modelrepo import CONFIG_FILE, config_parameters, read_config, write_config
+from .._modelrepo import CONFIG_FILE, ModelNames, config_parameters, read_config, write_config
 from ..baselines import OrtPipeline
 from ..errors import PerfError
 from ..models import ModelFiles
@@ -64,6 +65,7 @@ class ServerChange:
 def inprocess_variants(model: ModelFiles, repository: Path) -> list[Variant]:
     labels = model.labels if model.is_classifier else None
     return [Variant("ort", [OrtPipeline(model.onnx_path, model.tokenizer_json, labels)]),
+            Variant("ort no-spin", [OrtPipeline(model.onnx_path, model.tokenizer_json, labels, spin=False)]),
             Variant("ort-served", [served_inprocess(model, repository)])]
 
 
@@ -161,7 +163,7 @@ def _clients(count: int) -> str:
 # ---------------------------------------------------------------- A/B copies of served models
 
 
-def repository_with_changes(repository: Path, model: ModelFiles, changes: list[ServerChange],
+def repository_with_changes(repository: Path, names: ModelNames, changes: list[ServerChange],
                             destination: Path) -> Path:
     """`repository` linked into `destination`, plus per change a copy of the encoder, the fused
     model and the ensemble (pointing at the copied encoder) with the changed parameters."""
@@ -170,7 +172,6 @@ def repository_with_changes(repository: Path, model: ModelFiles, changes: list[S
     destination.mkdir(parents=True)
     for item in Path(repository).resolve().iterdir():
         (destination / item.name).symlink_to(item)
-    names = model.names
     for change in changes:
         suffix = f"-{change.name}"
         for folder in [names.encoder] + ([names.fused] if names.fused else []):
