@@ -34,8 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--intra-op-threads", type=int, default=0, help="cpu encoder threads (0: all cores)")
     parser.add_argument("--queue-delay-us", type=int, default=0,
                         help="dynamic batching: how long a request may wait for others (default 0)")
-    parser.add_argument("--no-spin", action="store_true",
-                        help="cpu: ONNX Runtime threads sleep at once instead of spinning (frees cores, slower)")
+    parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=False,
+                        help="cpu: ONNX Runtime threads spin between parallel sections instead of sleeping: a "
+                             "little faster on an idle machine of its own, far slower where cores are shared "
+                             "(default: --no-spin; docs/throughput.md)")
     parser.add_argument("--if-stale", action="store_true",
                         help="skip the build when the repository already holds this exact build")
     return parser.parse_args(argv)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.out, task=args.task, name=args.name, head=args.head, normalize=not args.no_normalize,
             target=args.target, precision=args.precision, max_length=args.max_length,
             max_batch_size=args.max_batch_size, tensorrt_plan=not args.no_tensorrt_plan,
-            intra_op_threads=args.intra_op_threads, queue_delay_us=args.queue_delay_us, spin=not args.no_spin)
+            intra_op_threads=args.intra_op_threads, queue_delay_us=args.queue_delay_us, spin=args.spin)
         if args.if_stale and is_up_to_date(spec, options):
             console.print(f"{spec.name}: {args.out} is up to date (use without --if-stale to rebuild)")
             return 0

@@ -57,10 +57,12 @@ class BuildOptions:
     out: Path = Path("triton_models")
     tensorrt_plan: bool = True            # gpu target: also build a tensorrt_plan model
     intra_op_threads: int = 0             # 0 = all cores
-    # Measured on 2 cores (perf/NOTES.md): no queue delay and spinning ORT threads gave the
-    # lowest latency at concurrency 1 and no lower throughput at concurrency 8.
+    # Measured on 2 cores (perf/NOTES.md): no queue delay gave the lowest latency at concurrency 1.
     queue_delay_us: int = 0
-    spin: bool = True                     # ORT intra-op threads spin briefly before sleeping
+    # ORT intra-op threads sleep when idle instead of spinning. Spinning won a few percent of
+    # batch-1 latency on an idle machine (perf/NOTES.md), but where the cores are shared it
+    # made batch-32 requests 1.9x and single texts 1.8x slower (docs/throughput.md).
+    spin: bool = False
 
     @property
     def served_precision(self) -> Precision:

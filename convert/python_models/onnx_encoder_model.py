@@ -33,9 +33,9 @@ def make_session(model_path: str | Path, intra_op_threads: int, spin: bool = Fal
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Spinning: a worker thread busy-waits a moment for the next parallel section instead of
-    # sleeping. On 2 shared cores it still measured faster in the server (perf/NOTES.md:
-    # p50 at 16 tokens -3 to -11%, throughput at concurrency 8 +5 to +12%); the build's
-    # --no-spin turns it off where cores are scarcer than latency matters.
+    # sleeping. On an idle machine it saved a few percent of batch-1 latency (perf/NOTES.md);
+    # where other processes want the cores it halved batch-32 throughput (docs/throughput.md),
+    # so the build leaves it off unless given --spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
