@@ -66,7 +66,8 @@ def table_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _floor_figures(document: dict[str, Any]) -> dict[tuple[int, str], dict[str, Any]]:
     floor = next((peer for peer in document["peers"] if peer["name"] == FLOOR and verdict(peer) == "ok"), None)
-    return {(row["seq_len"], row["scenario"]): row for row in (floor or {}).get("rows", []) if row.get("status") == "ok"}
+    rows = (floor or {}).get("rows", [])
+    return {(row["seq_len"], row["scenario"]): row for row in rows if row.get("status") == "ok"}
 
 
 def _ratio(row: dict[str, Any], floor: dict[str, Any] | None) -> float | None:
