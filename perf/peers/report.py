@@ -86,8 +86,11 @@ def write_report(out_dir: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    lines = _markdown(document, rows)
+    if _plot(rows, document.get("settings", {}).get("seq_lens", []), Path(out_dir) / "peers.png"):
+        lines += ["", "![throughput by peer](peers.png)"]
     report = Path(out_dir) / "peers.md"
-    report.write_text("\n".join(_markdown(document, rows)) + "\n")
+    report.write_text("\n".join(lines) + "\n")
     return report
 
 
@@ -106,12 +109,31 @@ def _markdown(document: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
         note = peer.get("error") or checked.get("error") or ""
         lines.append(f"| {peer['name']} | {peer.get('where', '')} | {_number(checked.get('cosine_min'), 6)} | "
                      f"{_number(checked.get('cosine_mean'), 6)} | {verdict(peer)}{': ' + note[:160] if note else ''} |")
+    lines += _notes(document)
     for seq_len in settings.get("seq_lens", []):
-        lines += ["", *_speed_table(document, rows, seq_len)]
+        lines += ["", *_speed_table(rows, seq_len)]
     return lines
 
 
-def _speed_table(document: dict[str, Any], rows: list[dict[str, Any]], seq_len: int) -> list[str]:
+def _notes(document: dict[str, Any]) -> list[str]:
+    """What a reader must know to trust the figures: how each peer was run, and its defaults."""
+    notes = ["", "How they ran: in-process peers share one model among the 8 clients (8 threads); "
+             "the HTTP servers (infinity-emb, Triton HTTP) are driven by one client (http.client, "
+             "a keep-alive connection per client, JSON requests; Triton returns the embedding as a binary tensor); "
+             "Triton gRPC by tritonclient."]
+    for peer in document["peers"]:
+        if peer.get("command"):
+            notes.append(f"- {peer['name']}: `infinity_emb {peer['command']}`")
+        if peer.get("optimized_graph") is False:
+            notes.append(f"- {peer['name']}: infinity logged \"Optimization failed\" (its optimum-1 option is "
+                         "rejected by optimum 2) and served the exported graph without ONNX Runtime's "
+                         "transformer fusions")
+        if peer.get("graph"):
+            notes.append(f"- {peer['name']}: `{peer['graph']}`, ONNX Runtime's default threads, spinning")
+    return notes
+
+
+def _speed_table(rows: list[dict[str, Any]], seq_len: int) -> list[str]:
     """Ranked by batch-32 throughput; ratios to ONNX Runtime in-process in brackets."""
     figures: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -141,3 +163,33 @@ def _number(value: Any, digits: int) -> str:
 
 def _load(values: Any) -> str:
     return "?" if not values else " / ".join(f"{value:.2f}" for value in values)
+
+
+def _plot(rows: list[dict[str, Any]], seq_lens: list[int], path: Path) -> bool:
+    """Horizontal bars: 8-client and batch-32 throughput of every correct peer, one panel per length."""
+    measured = [row for row in rows if row.get("scenario") in ("c8", "b32")]
+    if not measured or not seq_lens:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, len(seq_lens), figsize=(5.5 * len(seq_lens), 4.5), squeeze=False)
+    for axes, seq_len in zip(panels[0], seq_lens):
+        at_length = [row for row in measured if row["seq_len"] == seq_len]
+        names = sorted({row["peer"] for row in at_length},
+                       key=lambda name: max(r["throughput"] for r in at_length if r["peer"] == name))
+        for offset, (scenario, label) in enumerate((("c8", "batch 1, 8 clients"), ("b32", "batch 32, 1 client"))):
+            values = [next((r["throughput"] for r in at_length if r["peer"] == name and r["scenario"] == scenario),
+                           0.0) for name in names]
+            axes.barh([index + offset * 0.4 for index in range(len(names))], values, 0.4, label=label)
+        axes.set_yticks([index + 0.2 for index in range(len(names))], names)
+        axes.set_xlabel("texts per second")
+        axes.set_title(f"{seq_len} tokens")
+        axes.legend(fontsize=8, frameon=False, loc="lower right")
+        axes.grid(axis="x", alpha=0.25)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
