@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     peers.add_argument("--peers", dest="peer_names", type=_names, default=None,
                        help="comma-separated subset, e.g. fastembed,triton-grpc [all]")
     peers.add_argument("--seq-len", type=int, nargs="+", default=[16, 128])
+    peers.add_argument("--rounds", type=_positive, default=1,
+                       help="every peer N times in turn; each figure is the median over the rounds [1]")
 
     args = parser.parse_args(argv)
     command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
@@ -135,7 +137,8 @@ def _peers(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("perf/results") / datetime.now().strftime("peers-%Y%m%d-%H%M%S")
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     print(run_peers(PeerOptions(args.model_repository, out_dir, args.model, args.peer_names or tuple(PEERS),
-                                tuple(args.seq_len), seconds=seconds, warmup_requests=3 if args.quick else 10)))
+                                tuple(args.seq_len), seconds=seconds, warmup_requests=3 if args.quick else 10,
+                                rounds=args.rounds)))
     return 0
 
 

@@ -21,6 +21,7 @@ from perf.errors import PerfError
 from perf.peers import check, clients, measure
 from perf.peers.environment import parse_runner_output, peers_venv
 from perf.peers.report import load_results, table_rows, write_report
+from perf.peers.run import merge_rounds
 from tests.conftest import ROOT
 
 RNG = np.random.default_rng(7)
@@ -160,6 +161,19 @@ def test_report_files_read_back(tmp_path: Path) -> None:
         csv_rows = list(csv.DictReader(handle))
     assert {row["peer"] for row in csv_rows} == {"st-torch", "ort", "triton-http", "infinity-ort", "fastembed"}
     assert float(next(r for r in csv_rows if r["peer"] == "ort" and r["scenario"] == "b32")["vs_ort"]) == 1.0
+
+
+def test_rounds_merge_to_medians_and_the_worst_check() -> None:
+    rounds = [{"check": {"ok": True, "cosine_min": 0.9999}, "rows": figures(100, 10)},
+              {"check": {"ok": False, "cosine_min": 0.5}, "rows": figures(300, 30)},
+              {"check": {"ok": True, "cosine_min": 1.0}, "rows": figures(200, 20)},
+              {"error": "infinity_emb exited (1) before answering"}]
+    merged = merge_rounds(rounds)
+    assert merged["check"]["cosine_min"] == 0.5 and not merged["check"]["ok"]
+    b32 = next(row for row in merged["rows"] if row["scenario"] == "b32")
+    assert (b32["throughput"], b32["p50_ms"], b32["rounds"]) == (200, 20, 3)
+    assert merged["failed_rounds"] == 1 and "error" not in merged
+    assert merge_rounds([rounds[3]])["error"].startswith("infinity_emb exited")
 
 
 def test_missing_or_foreign_results_say_what_to_run(tmp_path: Path) -> None:

