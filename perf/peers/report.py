@@ -17,7 +17,7 @@ from ..machine import one_line
 
 FLOOR = "ort"
 CSV_FIELDS = ("peer", "title", "where", "verdict", "cosine_min", "cosine_mean", "seq_len", "scenario",
-              "throughput", "p50_ms", "p99_ms", "vs_ort")
+              "throughput", "p50_ms", "p99_ms", "vs_ort", "throughput_min", "throughput_max")
 
 
 def load_results(out_dir: Path) -> dict[str, Any]:
@@ -60,8 +60,15 @@ def table_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
             key = (row["seq_len"], row["scenario"])
             rows.append({**base, "seq_len": row["seq_len"], "scenario": row["scenario"],
                          "throughput": row["throughput"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
-                         "vs_ort": _ratio(row, floors.get(key))})
+                         "vs_ort": _ratio(row, floors.get(key)), **_spread(peer, key)})
     return rows
+
+
+def _spread(peer: dict[str, Any], key: tuple[int, str]) -> dict[str, float]:
+    """Lowest and highest throughput over the rounds (when there were several): how far to trust the median."""
+    values = [row["throughput"] for result in peer.get("round_results", []) for row in result.get("rows", [])
+              if row.get("status") == "ok" and (row["seq_len"], row["scenario"]) == key]
+    return {"throughput_min": min(values), "throughput_max": max(values)} if len(values) > 1 else {}
 
 
 def _floor_figures(document: dict[str, Any]) -> dict[tuple[int, str], dict[str, Any]]:
@@ -148,14 +155,19 @@ def _speed_table(rows: list[dict[str, Any]], seq_len: int) -> list[str]:
         one, eight, batch = (figures[name].get(key, {}) for key in ("b1", "c8", "b32"))
         lines.append(f"| {rank} | {name} | {_number(one.get('p50_ms'), 2)}{_times(one)} | "
                      f"{_number(one.get('p99_ms'), 2)} | {_number(eight.get('throughput'), 1)}{_times(eight)} | "
-                     f"{_number(batch.get('throughput'), 1)}{_times(batch)} |")
+                     f"{_number(batch.get('throughput'), 1)}{_times(batch)}{_range(batch)} |")
     lines += ["", f"(×N: against `{FLOOR}`, ONNX Runtime in-process on the same graph, in this run; "
-              "above 1 is better: its p50 over this p50 at batch 1, this throughput over its throughput otherwise.)"]
+              "above 1 is better: its p50 over this p50 at batch 1, this throughput over its throughput otherwise. "
+              "[low–high]: the batch-32 throughput's range over the rounds.)"]
     return lines
 
 
 def _rounds(rounds: int) -> str:
     return f", each the median of {rounds} rounds (every peer in turn, then again)" if rounds > 1 else ""
+
+
+def _range(row: dict[str, Any]) -> str:
+    return f" [{row['throughput_min']:.0f}–{row['throughput_max']:.0f}]" if "throughput_min" in row else ""
 
 
 def _times(row: dict[str, Any]) -> str:
