@@ -19,7 +19,7 @@ import pytest
 
 from perf.errors import PerfError
 from perf.peers import check, clients, measure
-from perf.peers.environment import parse_runner_output, peers_venv
+from perf.peers.environment import parse_runner_output, peers_bin, peers_venv
 from perf.peers.report import load_results, table_rows, write_report
 from perf.peers.run import merge_rounds
 from tests.conftest import ROOT
@@ -174,6 +174,19 @@ def test_rounds_merge_to_medians_and_the_worst_check() -> None:
     assert (b32["throughput"], b32["p50_ms"], b32["rounds"]) == (200, 20, 3)
     assert merged["failed_rounds"] == 1 and "error" not in merged
     assert merge_rounds([rounds[3]])["error"].startswith("infinity_emb exited")
+
+
+def test_report_shows_the_range_over_rounds(tmp_path: Path) -> None:
+    document = a_document()
+    document["peers"][1]["round_results"] = [{"rows": figures(150, 5)}, {"rows": figures(250, 5)}]
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    assert "| 200.0 (×1.00) [150–250] |" in write_report(tmp_path).read_text()
+
+
+def test_a_missing_peers_venv_says_how_to_make_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_ENCODERS_PEERS_VENV", str(tmp_path / "nothing"))
+    with pytest.raises(PerfError, match=r"scripts/setup-peers.sh python3.11 .*nothing"):
+        peers_bin("python")
 
 
 def test_missing_or_foreign_results_say_what_to_run(tmp_path: Path) -> None:

@@ -101,9 +101,9 @@ class _Context:
 
 
 def _default_checkpoint() -> Path:
-    from convert.source import minilm_checkpoint
+    from ..stages import stage
 
-    return minilm_checkpoint()
+    return stage("convert.source").minilm_checkpoint()
 
 
 def _texts(model: ModelFiles, options: PeerOptions) -> dict[int, list[str]]:
