@@ -34,7 +34,8 @@ setup: $(READY)
 
 setup-py312: $(READY312)
 
-$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh scripts/setup-k8s-tools.sh scripts/setup-analyzer.sh deploy/requirements-tools.txt
+$(READY): requirements.txt requirements-client.txt pyproject.toml scripts/setup.sh scripts/setup-k8s-tools.sh deploy/requirements-tools.txt \
+          scripts/setup-analyzer.sh scripts/setup-peers.sh perf/peers/requirements.txt
 	scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	touch $(READY)
 

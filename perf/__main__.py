@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs | load | tune."""
+"""CLI: python -m perf install | run | report | inputs | load | tune | peers."""
 
 from __future__ import annotations
 
@@ -56,13 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--server-pid", type=int, help="pid of that server, for memory sampling "
                       "(found from its port when it listens on this machine)")
 
+    peers = commands.add_parser("peers", help="infinity-emb, sentence-transformers, fastembed, ONNX Runtime and "
+                                "the served ensemble on the same texts: checked, then measured (docs/peers.md)")
+    peers.add_argument("--model-repository", type=Path, default=Path("triton_models"))
+    peers.add_argument("--model", default="minilm-embed")
+    peers.add_argument("--out", type=Path, default=None, help="results folder [perf/results/peers-<timestamp>]")
+    peers.add_argument("--quick", action="store_true", help="2 s per figure instead of 10 (a first look)")
+    peers.add_argument("--seconds", type=float, default=None, help="seconds per figure [10; 2 with --quick]")
+    peers.add_argument("--peers", dest="peer_names", type=_names, default=None,
+                       help="comma-separated subset, e.g. fastembed,triton-grpc [all]")
+    peers.add_argument("--seq-len", type=int, nargs="+", default=[16, 128])
+    peers.add_argument("--rounds", type=_positive, default=1,
+                       help="every peer N times in turn; each figure is the median over the rounds [1]")
+
     from .tune import cli as tune_cli
 
     tune_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
-               "tune": tune_cli.run}[args.command]
+               "peers": _peers, "tune": tune_cli.run}[args.command]
     try:
         return command(args)
     except (PerfError, OSError) as error:  # what the user can fix; anything else is a bug: its traceback shows
@@ -117,6 +130,24 @@ def _load(args: argparse.Namespace) -> int:
         http_url=args.http_url, server_pid=args.server_pid,
     ))
     return 0 if document["passed"] else 1
+
+
+def _peers(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every peer loads the local checkpoint
+    from .peers.run import PEERS, PeerOptions, run_peers
+    from .runner import _build_if_missing
+
+    _build_if_missing(args.model_repository, args.model)
+    out_dir = args.out or Path("perf/results") / datetime.now().strftime("peers-%Y%m%d-%H%M%S")
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    print(run_peers(PeerOptions(args.model_repository, out_dir, args.model, args.peer_names or tuple(PEERS),
+                                tuple(args.seq_len), seconds=seconds, warmup_requests=3 if args.quick else 10,
+                                rounds=args.rounds)))
+    return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _positive(text: str) -> int:

@@ -27,6 +27,8 @@ echo "installing Python packages into $venv (a few minutes the first time)"
 scripts/setup-analyzer.sh "$python" "$venv"
 # helm, kubectl, kubernetes-validate, checkov: the Helm chart's static checks.
 scripts/setup-k8s-tools.sh "$venv"
+# infinity-emb, sentence-transformers and fastembed in their own venv for `python -m perf peers`.
+scripts/setup-peers.sh "$python" "$venv/peers"
 
 # Prometheus and promtool for the monitoring tests (tests/test_monitoring_live.py skips without
 # them): the binaries of the Debian package `prometheus`, unpacked into the venv, so no service
