@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs | load."""
+"""CLI: python -m perf install | run | report | inputs | load | arch."""
 
 from __future__ import annotations
 
@@ -56,8 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--server-pid", type=int, help="pid of that server, for memory sampling "
                       "(found from its port when it listens on this machine)")
 
+    arch = commands.add_parser("arch", help="size-and-length study: five architectures, six runtimes, 16-512 tokens")
+    arch.add_argument("--preset", choices=("quick", "full"), default="quick")
+    arch.add_argument("--out", type=Path, default=None, help="results folder [perf/results/arch-<timestamp>]")
+    arch.add_argument("--cache", type=Path, default=Path("build/arch"),
+                      help="checkpoints and builds, reused by later runs [build/arch]")
+    arch.add_argument("--report-only", action="store_true", help="rewrite report.md and plots of --out")
+
     args = parser.parse_args(argv)
-    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load}[args.command]
+    command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
+               "arch": _arch}[args.command]
     try:
         return command(args)
     except (PerfError, OSError) as error:  # what the user can fix; anything else is a bug: its traceback shows
@@ -112,6 +120,20 @@ def _load(args: argparse.Namespace) -> int:
         http_url=args.http_url, server_pid=args.server_pid,
     ))
     return 0 if document["passed"] else 1
+
+
+def _arch(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: local checkpoints only
+    from .arch.report import write_arch_report
+    from .arch.study import PRESETS, run_study
+
+    if args.report_only and args.out is None:
+        raise PerfError("--report-only needs --out, the results folder to rewrite the report of")
+    out_dir = args.out or Path("perf/results") / datetime.now().strftime("arch-%Y%m%d-%H%M%S")
+    if not args.report_only:
+        run_study(PRESETS[args.preset], out_dir, args.cache)
+    print(write_arch_report(out_dir))
+    return 0
 
 
 def _positive(text: str) -> int:
