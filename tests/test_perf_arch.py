@@ -57,7 +57,7 @@ def test_parameter_count_reads_the_weights_file(tmp_path):
 @pytest.mark.build
 @pytest.mark.live
 def test_bert_tiny_study_writes_every_runtime_and_label(tmp_path):
-    preset = Preset("test", lengths=(16,), batch_lengths={8: (16,)}, seconds=0.01, warmup=1,
+    preset = Preset("test", lengths=(16,), batch_lengths={8: (16,)}, seconds=0.01, warmup=1, min_requests=1,
                     architectures=("bert-tiny",), texts=8)
     out = run_study(preset, tmp_path / "results", tmp_path / "cache")
     report = write_arch_report(out).read_text()
@@ -81,3 +81,18 @@ def test_bert_tiny_study_writes_every_runtime_and_label(tmp_path):
     assert f"BERT-tiny ({RANDOM_LABEL})" in report and "not applicable (random weights)" in report
     assert all(runtime.title in report for runtime in RUNTIMES)
     assert all((out / name).stat().st_size > 10_000 for name in ("latency_vs_length.png", "speedup_vs_batch.png"))
+
+
+def test_traced_pipeline_answers_as_eager_for_a_model_without_token_types(tmp_path):
+    """DistilBERT's forward() takes no token_type_ids: the trace must be fed what it takes."""
+    import numpy as np
+
+    from perf.arch.runtimes import TracedPipeline
+    from perf.baselines import TorchPipeline
+    from tests.tiny_models import tiny_distilbert
+
+    checkpoint = tiny_distilbert(tmp_path / "distilbert")
+    texts = ["Book a table for four at seven.", "What's my checking account balance right now?"]
+    traced = TracedPipeline(checkpoint)
+    np.testing.assert_allclose(traced(texts), TorchPipeline(checkpoint)(texts), atol=1e-5)
+    assert len(traced.traces) == 1 and traced(texts) is not None and len(traced.traces) == 1

@@ -56,7 +56,12 @@ def config_object(arch: Architecture):
     from transformers import BertConfig, DistilBertConfig, ElectraConfig
 
     classes = {"bert": BertConfig, "distilbert": DistilBertConfig, "electra": ElectraConfig}
-    return classes[arch.model_type](vocab_size=30522, max_position_embeddings=512, **arch.config)
+    return classes[arch.model_type](**hyper_parameters(arch))
+
+
+def hyper_parameters(arch: Architecture) -> dict:
+    """What config.json must say for a checkpoint to be this architecture (defaults aside)."""
+    return dict(vocab_size=30522, max_position_embeddings=512, **arch.config)
 
 
 def checkpoint(arch: Architecture, cache: Path) -> Path:
@@ -66,8 +71,7 @@ def checkpoint(arch: Architecture, cache: Path) -> Path:
     if arch.real_weights:
         return minilm_checkpoint()
     folder = cache / "checkpoints" / arch.key
-    wanted = config_object(arch).to_dict()
-    if _holds_config(folder, wanted):
+    if _holds_config(folder, hyper_parameters(arch)):
         return folder
     _write_random_checkpoint(arch, folder)
     return folder
@@ -77,9 +81,8 @@ def _holds_config(folder: Path, wanted: dict) -> bool:
     config_file = folder / "config.json"
     if not (config_file.is_file() and (folder / "model.safetensors").is_file()):
         return False
-    saved = json.loads(config_file.read_text())
-    keys = set(wanted) - {"transformers_version", "architectures", "dtype", "torch_dtype"}
-    return all(saved.get(key) == wanted[key] for key in keys)
+    saved = json.loads(config_file.read_text())   # save_pretrained leaves default values out
+    return all(saved.get(key) == value for key, value in wanted.items())
 
 
 def _write_random_checkpoint(arch: Architecture, folder: Path) -> None:

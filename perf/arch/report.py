@@ -20,13 +20,16 @@ OVERHEAD_STOPS_MATTERING = 0.10   # Triton's extra time below 10% of its latency
 INT8_PAYS = 1.2                   # INT8 at least 1.2x faster than FP32
 
 
+MEASURES = ("p50_ms", "p90_ms", "p99_ms", "avg_ms", "throughput")
+
+
 def load_rows(results_dir: Path) -> list[dict]:
     with (results_dir / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
         for key in ("seq_len", "batch", "requests"):
             row[key] = int(row[key])
-        for key in ("p50_ms", "p90_ms", "p99_ms", "avg_ms", "throughput"):
+        for key in MEASURES:
             row[key] = float(row[key])
     return rows
 

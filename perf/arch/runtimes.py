@@ -8,6 +8,7 @@ project's tritonclient wrapper. Every one answers the same texts, one request at
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ class TracedPipeline(TorchPipeline):
     def __init__(self, checkpoint: Path) -> None:
         super().__init__(checkpoint)
         self.traces: dict[tuple[int, ...], Any] = {}
+        self.forward_arguments = set(inspect.signature(self.model.forward).parameters)
 
     def _traced(self, feed: dict[str, Any]) -> Any:
         shape = tuple(feed["input_ids"].shape)
@@ -86,8 +88,9 @@ class TracedPipeline(TorchPipeline):
 
     def __call__(self, texts: list[str]) -> Any:
         torch = self.torch
-        batch = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH,
-                                    return_tensors="pt"))
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        # A trace takes exactly forward()'s arguments: DistilBERT has no token_type_ids.
+        batch = {name: value for name, value in encoded.items() if name in self.forward_arguments}
         traced = self._traced(batch)
         with torch.inference_mode():
             output = traced(**batch)

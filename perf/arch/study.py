@@ -6,6 +6,7 @@ distinct texts of exactly `seq_len` tokens, `batch` texts per request, one reque
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import json
@@ -15,13 +16,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..baselines import batches_of, measure_inprocess
+from ..baselines import batches_of
 from ..errors import PerfError
 from ..inputs import exact_length_texts, load_tokenizer
 from ..machine import describe_machine
 from .configs import ARCHITECTURES, BY_KEY
+from .measure import measure_interleaved
 from .models import PreparedModel, prepare
-from .runtimes import RUNTIMES, TORCH_RUNTIMES, in_process_call, served_calls, set_torch_threads
+from .runtimes import RUNTIMES, TORCH_RUNTIMES, Call, in_process_call, served_calls, set_torch_threads
 
 CSV_FIELDS = ["architecture", "weights", "runtime", "threads", "seq_len", "batch", "requests",
               "p50_ms", "p90_ms", "p99_ms", "avg_ms", "throughput"]
@@ -33,8 +35,9 @@ class Preset:
     name: str
     lengths: tuple[int, ...]                    # batch 1 at every one of them
     batch_lengths: dict[int, tuple[int, ...]]   # larger batch -> the lengths it is measured at
-    seconds: float                              # measurement window per cell
-    warmup: int                                 # requests before the window
+    seconds: float                              # measurement window per runtime and cell
+    warmup: int                                 # requests per runtime before the window
+    min_requests: int                           # per runtime and cell, however long they take
     # Cells whose parameters x batch x tokens exceed this are skipped (quick: BERT-base stops at
     # batch 1 x 512 and batch 32 x 16); None measures everything.
     max_work: float | None = None
@@ -55,10 +58,10 @@ class Preset:
 PRESETS = {
     # About 8 minutes on 2 shared cores once the builds are cached (docs/architectures-study.md).
     "quick": Preset("quick", lengths=(16, 64, 128, 256, 512), batch_lengths={8: (16, 128), 32: (16,)},
-                    seconds=0.4, warmup=1, max_work=110e6 * 512 * 1.01),
+                    seconds=0.3, warmup=1, min_requests=3, max_work=110e6 * 512 * 1.01),
     "full": Preset("full", lengths=(16, 64, 128, 256, 512), batch_lengths={8: (16, 64, 128, 256, 512),
                                                                           32: (16, 64, 128, 256, 512)},
-                   seconds=3.0, warmup=3),
+                   seconds=2.0, warmup=3, min_requests=10),
 }
 
 
@@ -127,46 +130,53 @@ def thread_count(threads: str) -> int:
 
 
 def measure_model(preset: Preset, model: PreparedModel, texts: TextCache, progress: Progress, out_dir: Path):
-    """Rows of one architecture: in-process runtimes at each thread count, then the served ones."""
+    """Rows of one architecture: every runtime loaded (and its server started) first, then each
+    cell measured with the runtimes taking turns (measure.py)."""
     cells = preset.cells(model.summary["parameters"])
+    with contextlib.ExitStack() as stack:
+        calls = load_calls(preset, model, stack, out_dir)
+        for length, batch in cells:
+            batches = batches_of(texts.get(model.paths.tokenizer_json, length), batch)
+            try:
+                measured = measure_interleaved(calls, batches, preset.seconds, preset.warmup, preset.min_requests)
+            except Exception as error:  # a failed cell must name itself, not vanish in a traceback
+                raise PerfError(f"{model.arch.key} at {length} tokens, batch {batch} failed: {error}") from error
+            for (runtime_key, threads), figures in measured.items():
+                figures.pop("p95_ms", None)
+                row = {"architecture": model.arch.key, "weights": model.arch.label, "runtime": runtime_key,
+                       "threads": threads, "seq_len": length, "batch": batch, **figures}
+                progress.show(f"{model.arch.key} {runtime_key} threads={threads} {length} tokens x{batch}", row)
+                yield row
+        del calls
+    gc.collect()   # BERT-base's weights are 440 MB a copy: free them before the next model
+
+
+def load_calls(preset: Preset, model: PreparedModel, stack: contextlib.ExitStack,
+               out_dir: Path) -> dict[tuple[str, str], Call]:
+    """(runtime, threads) -> call. ORT fixes its threads when a session is made; PyTorch's are
+    set per process, so one PyTorch pipeline (and one set of traces) serves both thread counts."""
+    calls: dict[tuple[str, str], Call] = {}
     for runtime in (r for r in RUNTIMES if r.key in preset.runtimes and not r.served):
-        call = None
+        shared = None
         for threads in preset.threads:
-            # ORT fixes its threads when a session is made; PyTorch's are set per process, so its
-            # pipelines (and TorchScript's traces) are made once and reused.
-            call = reuse_or_make(runtime, model, thread_count(threads), call)
-            yield from _measure_cells(preset, model, runtime.key, threads, call, cells, texts, progress)
-        del call
-        gc.collect()   # BERT-base's weights are 440 MB a copy: free one runtime before the next
+            if shared is None or runtime.key not in TORCH_RUNTIMES:
+                shared = in_process_call(runtime, model.paths, thread_count(threads))
+            calls[(runtime.key, threads)] = with_torch_threads(shared, thread_count(threads)) \
+                if runtime.key in TORCH_RUNTIMES else shared
     served = [r for r in RUNTIMES if r.key in preset.runtimes and r.served]
     if served and ALL_THREADS in preset.threads:
         log_file = out_dir / f"tritonserver-{model.arch.key}.log"
-        with served_calls(model.repository, model.arch.key, log_file) as calls:
-            for runtime in served:
-                yield from _measure_cells(preset, model, runtime.key, ALL_THREADS, calls[runtime.key], cells,
-                                          texts, progress)
+        served_map = stack.enter_context(served_calls(model.repository, model.arch.key, log_file))
+        calls |= {(runtime.key, ALL_THREADS): served_map[runtime.key] for runtime in served}
+    return calls
 
 
-def reuse_or_make(runtime, model: PreparedModel, threads: int, previous):
-    if previous is not None and runtime.key in TORCH_RUNTIMES:
+def with_torch_threads(call: Call, threads: int) -> Call:
+    """PyTorch's thread count is per process: set it before each of this call's requests."""
+    def call_with_threads(texts: list[str]):
         set_torch_threads(threads)
-        return previous
-    return in_process_call(runtime, model.paths, threads)
-
-
-def _measure_cells(preset, model, runtime_key, threads, call, cells, texts, progress):
-    for length, batch in cells:
-        batches = batches_of(texts.get(model.paths.tokenizer_json, length), batch)
-        try:
-            figures = measure_inprocess(call, batches, preset.seconds, preset.warmup)
-        except Exception as error:  # one failed cell must name itself, not vanish in a traceback
-            raise PerfError(f"{model.arch.key} {runtime_key} ({threads} threads) at {length} tokens, "
-                            f"batch {batch} failed: {error}") from error
-        row = {"architecture": model.arch.key, "weights": model.arch.label, "runtime": runtime_key,
-               "threads": threads, "seq_len": length, "batch": batch, **figures}
-        row.pop("p95_ms", None)
-        progress.show(f"{model.arch.key} {runtime_key} threads={threads} {length} tokens x{batch}", row)
-        yield row
+        return call(texts)
+    return call_with_threads
 
 
 def _write_json(path: Path, document: dict) -> None:
