@@ -18,7 +18,8 @@ Call = Callable[[list[str]], Any]
 
 def measure_interleaved(calls: dict[Hashable, Call], batches: list[list[str]], seconds: float, warmup: int,
                         min_requests: int) -> dict[Hashable, dict[str, float]]:
-    """key -> latency_summary of that call; throughput over the call's own time, not the others'."""
+    """key -> latency_summary of that call plus min_ms (its fastest request: on a shared machine, the
+    one least disturbed by other work); throughput over the call's own time, not the others'."""
     for call in calls.values():
         for index in range(warmup):
             call(batches[index % len(batches)])
@@ -31,4 +32,5 @@ def measure_interleaved(calls: dict[Hashable, Call], batches: list[list[str]], s
             call(batches[index % len(batches)])
             latencies[key].append(time.perf_counter() - before)
         index += 1
-    return {key: latency_summary(values, sum(values), len(batches[0])) for key, values in latencies.items()}
+    return {key: {**latency_summary(values, sum(values), len(batches[0])), "min_ms": min(values) * 1000}
+            for key, values in latencies.items()}

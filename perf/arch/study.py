@@ -26,7 +26,7 @@ from .models import PreparedModel, prepare
 from .runtimes import RUNTIMES, TORCH_RUNTIMES, Call, in_process_call, served_calls, set_torch_threads
 
 CSV_FIELDS = ["architecture", "weights", "runtime", "threads", "seq_len", "batch", "requests",
-              "p50_ms", "p90_ms", "p99_ms", "avg_ms", "throughput"]
+              "min_ms", "p50_ms", "p90_ms", "p99_ms", "avg_ms", "throughput"]
 ALL_THREADS = "all"
 
 
@@ -38,9 +38,12 @@ class Preset:
     seconds: float                              # measurement window per runtime and cell
     warmup: int                                 # requests per runtime before the window
     min_requests: int                           # per runtime and cell, however long they take
-    # Cells whose parameters x batch x tokens exceed this are skipped (quick: BERT-base stops at
-    # batch 1 x 512 and batch 32 x 16); None measures everything.
+    # Batches over 1 whose parameters x batch x tokens exceed this are skipped (quick: BERT-base
+    # and DistilBERT get batch 8 at 16 tokens only); None measures every batch.
     max_work: float | None = None
+    # Models of at least `big_model` parameters get batch 1 at `big_lengths` only (None: at `lengths`).
+    big_model: float | None = None
+    big_lengths: tuple[int, ...] = ()
     threads: tuple[str, ...] = ("1", ALL_THREADS)
     architectures: tuple[str, ...] = tuple(arch.key for arch in ARCHITECTURES)
     runtimes: tuple[str, ...] = tuple(runtime.key for runtime in RUNTIMES)
@@ -48,17 +51,18 @@ class Preset:
 
     def cells(self, parameters: int) -> list[tuple[int, int]]:
         """(seq_len, batch) pairs measured for a model of `parameters` weights."""
-        pairs = [(length, 1) for length in self.lengths]
-        pairs += [(length, batch) for batch, lengths in self.batch_lengths.items() for length in lengths]
-        if self.max_work is None:
-            return pairs
-        return [(length, batch) for length, batch in pairs if parameters * batch * length <= self.max_work]
+        big = self.big_model is not None and parameters >= self.big_model
+        pairs = [(length, 1) for length in (self.big_lengths if big else self.lengths)]
+        pairs += [(length, batch) for batch, lengths in self.batch_lengths.items() for length in lengths
+                  if self.max_work is None or parameters * batch * length <= self.max_work]
+        return pairs
 
 
 PRESETS = {
-    # About 8 minutes on 2 shared cores once the builds are cached (docs/architectures-study.md).
+    # Under 10 minutes on 2 shared cores once the builds are cached (docs/architectures-study.md).
     "quick": Preset("quick", lengths=(16, 64, 128, 256, 512), batch_lengths={8: (16, 128), 32: (16,)},
-                    seconds=0.3, warmup=1, min_requests=3, max_work=110e6 * 512 * 1.01),
+                    seconds=0.2, warmup=1, min_requests=3, max_work=25e9, big_model=50e6,
+                    big_lengths=(16, 128, 512)),
     "full": Preset("full", lengths=(16, 64, 128, 256, 512), batch_lengths={8: (16, 64, 128, 256, 512),
                                                                           32: (16, 64, 128, 256, 512)},
                    seconds=2.0, warmup=3, min_requests=10),
