@@ -174,16 +174,28 @@ def _overhead_lines(rows: list[dict], titles: dict[str, str]) -> list[str]:
     lines = []
     index = _index(rows)
     for arch in titles:
-        shares = []
+        shares: dict[int, float] = {}
+        texts = []
         for length in sorted({r["seq_len"] for r in rows if r["architecture"] == arch and r["batch"] == 1}):
             served = index.get((arch, "triton-fused", "all", length, 1))
             local = index.get((arch, "ort-fp32", "all", length, 1))
             if served and local:
                 extra = served["min_ms"] - local["min_ms"]
-                shares.append(f"{length}: {extra:+.2f} ms ({extra / served['min_ms']:.0%})")
-        if shares:
-            lines.append(f"- Triton fused over in-process ORT FP32, {titles[arch]}: " + "; ".join(shares))
+                shares[length] = extra / served["min_ms"]
+                texts.append(f"{length}: {extra:+.2f} ms ({shares[length]:.0%})")
+        if texts:
+            lines.append(f"- Triton fused over in-process ORT FP32, {titles[arch]}: " + "; ".join(texts)
+                         + f"; {_from_which_length(shares)}")
     return lines
+
+
+def _from_which_length(shares: dict[int, float]) -> str:
+    """The shortest length from which the overhead stays under OVERHEAD_STOPS_MATTERING."""
+    lengths = sorted(shares)
+    for position, length in enumerate(lengths):
+        if all(shares[later] < OVERHEAD_STOPS_MATTERING for later in lengths[position:]):
+            return f"under {OVERHEAD_STOPS_MATTERING:.0%} from {length} tokens on"
+    return f"{OVERHEAD_STOPS_MATTERING:.0%} or more at {lengths[-1]} tokens"
 
 
 def _int8_lines(rows: list[dict], titles: dict[str, str], threads: str) -> list[str]:
@@ -192,8 +204,10 @@ def _int8_lines(rows: list[dict], titles: dict[str, str], threads: str) -> list[
     for arch in titles:
         mine = {length: value for (a, length), value in speedups.items() if a == arch}
         if mine:
+            pays = [str(n) for n, v in sorted(mine.items()) if v >= INT8_PAYS]
             lines.append(f"- INT8 speedup over FP32 ({'one thread' if threads == '1' else 'all threads'}), "
-                         f"{titles[arch]}: " + ", ".join(f"{n}: {v:.2f}x" for n, v in sorted(mine.items())))
+                         f"{titles[arch]}: " + ", ".join(f"{n}: {v:.2f}x" for n, v in sorted(mine.items()))
+                         + f"; at least {INT8_PAYS}x at: {', '.join(pays) or 'none'}")
     return lines
 
 
