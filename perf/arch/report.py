@@ -232,6 +232,14 @@ def _pyplot():
     return plt
 
 
+def _plain_ticks(axis, values: list[int]) -> None:
+    """The measured values as ticks, written plainly (not 2 x 10^1) on the log axis."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_xticks(values, [str(value) for value in values])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_latency(rows: list[dict], titles: dict[str, str], path: Path) -> None:
     plt = _pyplot()
     threads = _ordered({r["threads"] for r in rows}, ["1", "all"])
@@ -246,8 +254,9 @@ def plot_latency(rows: list[dict], titles: dict[str, str], path: Path) -> None:
                 if points:
                     axis.plot(*zip(*points), marker="o", label=runtime.title)
             axis.set(xscale="log", yscale="log", xlabel="tokens", ylabel="p50 ms (batch 1)")
+            _plain_ticks(axis, sorted({r["seq_len"] for r in rows}))
             axis.set_title(f"{titles[arch]}\n{'1 thread' if thr == '1' else 'all threads'}", fontsize=8)
-    axes[0][0].legend(fontsize=7)
+    axes[-1][0].legend(fontsize=7)   # the all-threads row has every runtime, Triton included
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -266,6 +275,7 @@ def plot_speedup(rows: list[dict], titles: dict[str, str], path: Path) -> None:
                 axis.plot(sorted(points), [points[b] / points[1] for b in sorted(points)], marker="o",
                           label=RUNTIME_BY_KEY[runtime.key].title)
         axis.set(xlabel="batch", ylabel=f"throughput / batch 1 ({length} tokens)", xscale="log")
+        _plain_ticks(axis, sorted({r["batch"] for r in rows}))
         axis.set_title(f"{titles[arch]}\nall threads", fontsize=8)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
