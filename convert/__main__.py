@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)   # one line, never wrapped
         return 2
     console.print(summary_table(result))
+    console.print(f"fusions: {result.fusion.describe()}")
     for line in int8_lines(result.manifest_entry.to_dict() if result.manifest_entry else {}):
         console.print(line)
     console.print(f"wrote {result.name} to {result.out}/ (manifest: {result.out}/manifest.json)")

@@ -13,9 +13,12 @@ OPSET = 17
 
 def _example_inputs(reference: Reference) -> tuple[torch.Tensor, ...]:
     # Two rows of different content (not constants) with padding in the second, so the
-    # traced graph carries the attention mask through pooling.
-    input_ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 102], [101, 2748, 102, 0, 0, 0, 0]])
-    attention_mask = (input_ids != 0).long()
+    # traced graph carries the attention mask through pooling. Ids inside any vocabulary
+    # (tiny ones included) and never the pad id, which RoBERTa's position ids depend on.
+    ids = [i % reference.vocab_size for i in (5, 17, 29, 41, 53, 67, 79)]
+    ids = [i if i != reference.pad_id else i + 1 for i in ids]
+    input_ids = torch.tensor([ids, ids[:3] + [reference.pad_id] * 4])
+    attention_mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4])
     tensors = {"input_ids": input_ids, "attention_mask": attention_mask,
                "token_type_ids": torch.zeros_like(input_ids)}
     return tuple(tensors[name] for name in reference.input_names)

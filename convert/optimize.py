@@ -21,11 +21,13 @@ class FusionReport:
     nodes_after: int
     fused: dict[str, int]          # fused operator -> count in the optimised graph
     attention_fused: bool
+    embeddings_fused: bool = True  # word + position (+ token type) embeddings and their LayerNorm in one op
 
     def describe(self) -> str:
         ops = ", ".join(f"{op} {n}" for op, n in self.fused.items() if n)
         state = "attention fused" if self.attention_fused else "ATTENTION NOT FUSED"
-        return f"{self.nodes_before} -> {self.nodes_after} nodes; {ops}; {state}"
+        embeddings = "embeddings fused" if self.embeddings_fused else "embeddings not fused"
+        return f"{self.nodes_before} -> {self.nodes_after} nodes; {ops}; {state}; {embeddings}"
 
 
 def infer_shapes(source: Path, target: Path) -> Path:
@@ -42,7 +44,13 @@ def infer_shapes(source: Path, target: Path) -> Path:
 
 def optimize_transformer(source: Path, target: Path, *, num_heads: int, hidden_size: int,
                          model_type: str = "bert", use_gpu: bool = False) -> FusionReport:
-    """Fuse attention, layer norms and GELU with ONNX Runtime's offline transformer optimizer."""
+    """Fuse attention, layer norms and GELU with ONNX Runtime's offline transformer optimizer.
+
+    Its "bert" model type is the one for every encoder here (BERT, DistilBERT, ELECTRA,
+    RoBERTa, XLM-R): the optimizer has no other for them. It fuses RoBERTa's and XLM-R's
+    attention but not their embeddings: EmbedLayerNormalization numbers positions from 0,
+    theirs start after the pad id (onnxruntime/transformers/fusion_embedlayer.py leaves
+    that matcher disabled), so the embedding sum and its LayerNormalization stay apart."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     nodes_before = len(onnx.load(str(source)).graph.node)
@@ -55,7 +63,8 @@ def optimize_transformer(source: Path, target: Path, *, num_heads: int, hidden_s
     fused = {op: ops.get(op, 0) for op in FUSED_OPERATORS}
     attention = fused["Attention"] + fused["MultiHeadAttention"]
     return FusionReport(nodes_before=nodes_before, nodes_after=len(optimized.model.graph.node),
-                        fused=fused, attention_fused=attention > 0)
+                        fused=fused, attention_fused=attention > 0,
+                        embeddings_fused=fused["EmbedLayerNormalization"] > 0)
 
 
 def convert_fp16(source: Path, target: Path) -> Path:

@@ -59,7 +59,9 @@ class Reference:
     labels: list[str]          # class display names in output order ([] for embeddings)
     hidden_size: int
     num_heads: int
-    max_positions: int
+    max_positions: int         # the longest input, in tokens, the position embeddings allow
+    pad_id: int = 0            # config.json's pad_token_id: what the serving tokenizer must pad with
+    vocab_size: int = 30522
 
 
 def _load_encoder(spec: ModelSpec, with_classifier: bool) -> nn.Module:
@@ -110,5 +112,18 @@ def build_reference(spec: ModelSpec) -> Reference:
     input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_token_type_ids else [])
     output_names = ["logits", "probabilities"] if spec.task == "text-classification" else ["embedding"]
     return Reference(model=model, input_names=input_names, output_names=output_names, labels=labels,
-                     hidden_size=hidden_size, num_heads=num_heads,
-                     max_positions=config.get("max_position_embeddings", 512))
+                     hidden_size=hidden_size, num_heads=num_heads, max_positions=max_input_tokens(config),
+                     pad_id=config.get("pad_token_id") or 0, vocab_size=config["vocab_size"])
+
+
+# Architectures that number positions from pad_token_id + 1 (fairseq's convention), so the
+# first pad_token_id + 1 rows of the position table are never used by a token: RoBERTa's
+# 514 rows hold 512 tokens.
+POSITIONS_AFTER_PAD = {"roberta", "xlm-roberta"}
+
+
+def max_input_tokens(config: dict) -> int:
+    positions = config.get("max_position_embeddings", 512)
+    if config.get("model_type") in POSITIONS_AFTER_PAD:
+        return positions - (config.get("pad_token_id") or 0) - 1
+    return positions

@@ -175,6 +175,28 @@ def test_batch_is_padded_to_its_longest_text_not_to_max_length(tokenizer):
     assert tensors["token_type_ids"].sum() == 0
 
 
+def _word_level_tokenizer(path, padding_token: str | None):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "<pad>": 1, "<blank>": 2, "<unk>": 3, "hello": 4, "world": 5}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    if padding_token:
+        tokenizer.enable_padding(pad_id=vocab[padding_token], pad_token=padding_token)
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize(("padding_token", "pad_id"), [("<blank>", 2), (None, 0)])
+def test_the_serving_tokenizer_pads_with_the_token_its_file_names(tmp_path, padding_token, pad_id):
+    """The file's pad token (RoBERTa's <pad> is 1), else BERT's [PAD]; never a guess that
+    ignores the file (the build then checks the id against config.json's pad_token_id)."""
+    tokenizer = load_tokenizer(_word_level_tokenizer(tmp_path / "tokenizer.json", padding_token), 16)
+    ids = encode(tokenizer, ["hello", "hello world world"], False)["input_ids"]
+    assert ids[0].tolist() == [4, pad_id, pad_id]
+    assert tokenizer.padding["pad_id"] == pad_id
+
+
 def test_non_ascii_text_tokenizes_like_the_hugging_face_tokenizer(tokenizer):
     from transformers import AutoTokenizer
 

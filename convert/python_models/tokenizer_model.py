@@ -43,11 +43,13 @@ def load_tokenizer(path: str | Path, max_length: int, pad_to_multiple_of: int | 
     if not Path(path).is_file():  # the tokenizers library's own error does not name the file
         raise FileNotFoundError(f"tokenizer file {path} is missing; rebuild the repository with python -m convert")
     tokenizer = Tokenizer.from_file(str(path))
+    # The file's own pad token if it names one (read before no_padding() forgets it), else
+    # BERT's [PAD] or RoBERTa's and XLM-R's <pad> (id 1): the build checks it against the model's.
+    pad_token = tokenizer.padding["pad_token"] if tokenizer.padding else "[PAD]"
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
-    pad_token = tokenizer.padding["pad_token"] if tokenizer.padding else "[PAD]"
     pad_id = tokenizer.token_to_id(pad_token)
-    if pad_id is None:  # RoBERTa-style vocabularies
+    if pad_id is None:
         pad_token, pad_id = "<pad>", tokenizer.token_to_id("<pad>") or 0
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, pad_to_multiple_of=pad_to_multiple_of)
     return tokenizer
