@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs | load | tune | peers."""
+"""CLI: python -m perf install | run | report | inputs | load | tune | peers | arch."""
 
 from __future__ import annotations
 
@@ -69,13 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     peers.add_argument("--rounds", type=_positive, default=1,
                        help="every peer N times in turn; each figure is the median over the rounds [1]")
 
+    arch = commands.add_parser("arch", help="size-and-length study: five architectures, six runtimes, 16-512 tokens")
+    arch.add_argument("--preset", choices=("quick", "full"), default="quick")
+    arch.add_argument("--out", type=Path, default=None, help="results folder [perf/results/arch-<timestamp>]")
+    arch.add_argument("--cache", type=Path, default=Path("build/arch"),
+                      help="checkpoints and builds, reused by later runs [build/arch]")
+    arch.add_argument("--report-only", action="store_true", help="rewrite report.md and plots of --out")
+
     from .tune import cli as tune_cli
 
     tune_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
-               "peers": _peers, "tune": tune_cli.run}[args.command]
+               "peers": _peers, "tune": tune_cli.run, "arch": _arch}[args.command]
     try:
         return command(args)
     except (PerfError, OSError) as error:  # what the user can fix; anything else is a bug: its traceback shows
@@ -148,6 +155,20 @@ def _peers(args: argparse.Namespace) -> int:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _arch(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: local checkpoints only
+    from .arch.report import write_arch_report
+    from .arch.study import PRESETS, run_study
+
+    if args.report_only and args.out is None:
+        raise PerfError("--report-only needs --out, the results folder to rewrite the report of")
+    out_dir = args.out or Path("perf/results") / datetime.now().strftime("arch-%Y%m%d-%H%M%S")
+    if not args.report_only:
+        run_study(PRESETS[args.preset], out_dir, args.cache)
+    print(write_arch_report(out_dir))
+    return 0
 
 
 def _positive(text: str) -> int:
