@@ -95,3 +95,17 @@ def test_the_console_script_runs_a_stage(installed, intent_server, tmp_path):
     assert "translate" in result.stdout
     usage = subprocess.run([str(command), "nothing"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "name a stage: convert, serve, client, perf" in usage.stderr
+
+
+@pytest.mark.parametrize("stage", ["client", "convert", "serve", "perf", "modelrepo"])
+def test_every_package_of_a_stage_is_in_the_wheel(stage):
+    """A sub-package left out of pyproject.toml works in a checkout and is missing once installed."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = sorted(str(init.parent.relative_to(ROOT)) for init in (ROOT / stage).rglob("__init__.py")
+                     if "__pycache__" not in init.parts)
+    for folder in folders:
+        name = "triton_encoders." + folder.replace("/", ".")
+        assert name in setuptools["packages"], f"{folder}/ is not listed in pyproject.toml's packages"
+        assert setuptools["package-dir"].get(name, folder) == folder, name
