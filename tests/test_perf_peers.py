@@ -22,7 +22,7 @@ from perf.peers import check, clients, measure
 from perf.peers.environment import parse_runner_output, peers_bin, peers_venv
 from perf.peers.report import load_results, table_rows, write_report
 from perf.peers.run import merge_rounds
-from tests.conftest import ROOT
+from tests.conftest import ROOT, skip_without_tool
 
 RNG = np.random.default_rng(7)
 
@@ -205,7 +205,7 @@ def test_fastembed_and_the_served_ensemble_are_checked_then_measured(embed_repos
     """fastembed (peers venv) and the ensemble over HTTP against sentence-transformers (torch):
     both must agree with it (cosine) and get figures at 16 tokens."""
     if not (peers_venv() / "bin" / "python").is_file():
-        pytest.skip(f"no peers venv at {peers_venv()}: scripts/setup-peers.sh (run by scripts/setup.sh) makes it")
+        skip_without_tool(f"no peers venv at {peers_venv()}: scripts/setup-peers.sh (run by scripts/setup.sh) makes it")
     command = [sys.executable, "-m", "perf", "peers", "--model-repository", str(embed_repository),
                "--out", str(tmp_path), "--peers", "fastembed,triton-http", "--seq-len", "16", "--seconds", "0.5"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import skip_without_tool
 from tritonclient.grpc import model_config_pb2 as mc
 
 from modelrepo import ModelNames, read_config
@@ -127,7 +128,7 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
     """The smoke preset (the built fused config and one other, 16 tokens, concurrency 1): about a
     minute of Model Analyzer on the local server; then its config into a copy of the repository."""
     if not (analyzer_venv() / "bin" / "model-analyzer").is_file():
-        pytest.skip(f"no Model Analyzer in {analyzer_venv()}: run scripts/setup-analyzer.sh")
+        skip_without_tool(f"no Model Analyzer in {analyzer_venv()}: run scripts/setup-analyzer.sh")
     from perf.tune.runner import tune
 
     out = tmp_path / "tune"
