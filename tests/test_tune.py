@@ -112,7 +112,7 @@ def test_set_tuned_fields_changes_exactly_the_chosen_fields(intent_repository):
 
 
 def test_apply_lowers_the_ensembles_batch_to_its_steps(intent_repository, tmp_path):
-    repository = shutil.copytree(intent_repository, tmp_path / "repo")
+    repository = shutil.copytree(intent_repository, tmp_path / "repo")   # built with convert's defaults
     encoder = tuned_settings(read_config(repository / NAMES.encoder))
     changed = apply_settings(repository, {NAMES.encoder: {**encoder, "max_batch_size": 8}}, "minilm-intent")
     assert changed == {NAMES.encoder: ["max_batch_size"], NAMES.ensemble: ["max_batch_size"]}
@@ -148,7 +148,7 @@ def test_a_real_model_analyzer_run_is_reported_and_its_config_applies_and_loads(
     written = report.read_text()
     assert rewrite_report(out).read_text() == written      # `tune report` rewrites it from tune.json alone
 
-    repository = shutil.copytree(intent_repository, tmp_path / "repo")
+    repository = shutil.copytree(intent_repository, tmp_path / "repo")   # built with convert's defaults
     settings = chosen_settings(out, f"{NAMES.fused}_config_0")
     assert apply_settings(repository, settings, "minilm-intent") == {NAMES.fused: ["parameters.intra_op_threads"]}
     from serve import LocalTritonServer
@@ -184,3 +184,11 @@ def test_a_failed_run_names_its_error_and_logs(tmp_path):
     with pytest.raises(PerfError, match=r"exit 1\): \[Model Analyzer\] ERROR: no model named foo; its log: .*"):
         run_model_analyzer(tools, {}, tmp_path / "run", timeout_s=60)
     assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick"])
+def test_small_presets_keep_the_builds_spin_setting(preset):
+    """They search threads, instances and batching; spinning stays what convert builds."""
+    from convert.pipeline import BuildOptions
+
+    assert PRESETS[preset].spin == (BuildOptions.__dataclass_fields__["spin"].default,)
