@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -168,53 +167,33 @@ def _ort_providers(onnxruntime: Any) -> list[str]:
 def http_load(url: str, path: str, bodies: list[bytes], concurrency: int,
               seconds: float, warmup_requests: int, batch_size: int) -> dict[str, float]:
     """POST the bodies in turn from `concurrency` keep-alive connections; latency statistics."""
+    from .peers.measure import timed_callers
+
     host, port = url.split(":")
     headers = {"Content-Type": "application/json"}
 
-    def post(connection: http.client.HTTPConnection, body: bytes) -> None:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{url}{path} answered {response.status}: {payload[:300]!r}")
+    def poster(connection: http.client.HTTPConnection) -> Callable[[bytes], None]:
+        def post(body: bytes) -> None:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{url}{path} answered {response.status}: {payload[:300]!r}")
+        return post
 
     warm = http.client.HTTPConnection(host, int(port), timeout=60)
     for index in range(warmup_requests):
-        post(warm, bodies[index % len(bodies)])
+        poster(warm)(bodies[index % len(bodies)])
     warm.close()
-
-    per_thread: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: list[BaseException] = []
-    start_barrier = threading.Barrier(concurrency + 1)
-    deadline_holder: list[float] = []
-
-    def worker(slot: int) -> None:
-        connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        start_barrier.wait()
-        index = slot
-        try:
-            while time.perf_counter() < deadline_holder[0]:
-                before = time.perf_counter()
-                post(connection, bodies[index % len(bodies)])
-                per_thread[slot].append(time.perf_counter() - before)
-                index += concurrency
-        except BaseException as error:  # surfaced below: a failed request must fail the run
-            errors.append(error)
-        finally:
+    connections = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(concurrency)]
+    try:
+        latencies, elapsed = timed_callers([poster(c) for c in connections], bodies, seconds)
+    except RuntimeError as error:  # a failed request must fail the run
+        raise RuntimeError(f"HTTP load against {url} failed: {error}") from error
+    finally:
+        for connection in connections:
             connection.close()
-
-    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    started = time.perf_counter()
-    deadline_holder.append(started + seconds)
-    start_barrier.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"HTTP load against {url} failed: {errors[0]}")
-    return latency_summary([t for latencies in per_thread for t in latencies], elapsed, batch_size)
+    return latency_summary(latencies, elapsed, batch_size)
 
 
 def fastapi_bodies(batches: list[list[str]]) -> list[bytes]:

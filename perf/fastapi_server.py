@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .models import ModelFiles
+from .processes import free_port, stop_process
 
 READY_TIMEOUT_S = 120.0  # importing FastAPI and loading the ONNX model on 2 busy cores
 
@@ -20,7 +20,7 @@ READY_TIMEOUT_S = 120.0  # importing FastAPI and loading the ONNX model on 2 bus
 @contextlib.contextmanager
 def fastapi_server(model: ModelFiles, log_path: Path) -> Iterator[str]:
     """Serve the model's ORT session on a free loopback port; yield "127.0.0.1:PORT"."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PERF_ONNX_MODEL=str(model.onnx_path), PERF_TOKENIZER_JSON=str(model.tokenizer_json))
     if model.labels:
         labels_file = log_path.parent / "fastapi-labels.txt"
@@ -35,7 +35,7 @@ def fastapi_server(model: ModelFiles, log_path: Path) -> Iterator[str]:
         _wait_until_healthy(f"http://127.0.0.1:{port}/health", process, log_path)
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(process)
+        stop_process(process, timeout_s=10)
 
 
 def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
@@ -50,18 +50,3 @@ def _wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> 
                     return
         time.sleep(0.3)
     raise RuntimeError(f"the FastAPI baseline was not ready after {READY_TIMEOUT_S:.0f} s; see {log_path}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import PerfError
+from ..processes import free_port, stop_process
 from .environment import peer_environment, peers_bin
 
 SERVED_NAME = "minilm"
@@ -34,7 +34,7 @@ def infinity_command(engine: str, model_id: str, port: int) -> list[str]:
 @contextlib.contextmanager
 def infinity_server(engine: str, model_folder: Path, log_file: Path) -> Iterator[str]:
     """Start it (from inside model_folder, `--model-id .`), wait for /health, stop it at the end."""
-    port = _free_port()
+    port = free_port()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
         process = subprocess.Popen(infinity_command(engine, ".", port), cwd=model_folder, stdout=log,
@@ -44,12 +44,7 @@ def infinity_server(engine: str, model_folder: Path, log_file: Path) -> Iterator
         _wait_healthy(process, url, log_file)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=30)
 
 
 def _wait_healthy(process: subprocess.Popen, url: str, log_file: Path) -> None:
@@ -72,9 +67,3 @@ def _wait_healthy(process: subprocess.Popen, url: str, log_file: Path) -> None:
 def _tail(log_file: Path) -> str:
     lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
     return " | ".join(lines[-6:])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -58,9 +58,19 @@ def measure(make_call: Callable[[], Callable[[list[str]], Any]], batches: list[l
     warm = make_call()
     for index in range(warmup_requests):
         warm(batches[index % len(batches)])
+    calls = [warm] + [make_call() for _ in range(concurrency - 1)]
+    latencies, elapsed = timed_callers(calls, batches, seconds)
+    return summary(latencies, elapsed, len(batches[0]))
+
+
+def timed_callers(calls: Sequence[Callable[[Any], Any]], items: Sequence[Any],
+                  seconds: float) -> tuple[list[float], float]:
+    """One thread per call, all started together, each calling with the items in turn (thread k
+    from item k on) until `seconds` have passed: every call's latency (s) and the elapsed time.
+    A failed call stops its thread and is raised here once all have stopped."""
+    concurrency = len(calls)
     per_thread: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[BaseException] = []
-    calls = [warm] + [make_call() for _ in range(concurrency - 1)]
     start = threading.Barrier(concurrency + 1)
     deadline: list[float] = []
 
@@ -70,7 +80,7 @@ def measure(make_call: Callable[[], Callable[[list[str]], Any]], batches: list[l
         try:
             while time.perf_counter() < deadline[0]:
                 before = time.perf_counter()
-                calls[slot](batches[index % len(batches)])
+                calls[slot](items[index % len(items)])
                 per_thread[slot].append(time.perf_counter() - before)
                 index += concurrency
         except BaseException as error:  # surfaced below
@@ -87,7 +97,7 @@ def measure(make_call: Callable[[], Callable[[list[str]], Any]], batches: list[l
     elapsed = time.perf_counter() - started
     if errors:
         raise RuntimeError(f"a call failed during the measurement: {errors[0]!r}")
-    return summary([t for latencies in per_thread for t in latencies], elapsed, len(batches[0]))
+    return [t for latencies in per_thread for t in latencies], elapsed
 
 
 def measure_all(make_call: Callable[[], Callable[[list[str]], Any]], texts: dict[int, list[str]],
