@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .inputs import load_tokenizer
+from .peers.measure import batches_of as batches_of  # re-exported: the sweep, arch and gap use it from here
+from .peers.measure import nearest_rank_ms, timed_callers
 
 MAX_LENGTH = 512  # truncation limit of the baselines' tokenizers; benchmark texts stay below
 
@@ -31,23 +32,12 @@ def latency_summary(latencies_s: Sequence[float], elapsed_s: float, batch_size: 
     if not latencies_s:
         raise ValueError("no request completed during the measurement window; lengthen baseline_seconds")
     ordered = sorted(latencies_s)
-
-    def nearest_rank(percent: float) -> float:
-        return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)] * 1000
-
     return {
         "throughput": len(ordered) * batch_size / elapsed_s,
-        "p50_ms": nearest_rank(50), "p90_ms": nearest_rank(90),
-        "p95_ms": nearest_rank(95), "p99_ms": nearest_rank(99),
+        **{f"p{percent}_ms": nearest_rank_ms(ordered, percent) for percent in (50, 90, 95, 99)},
         "avg_ms": sum(ordered) / len(ordered) * 1000,
         "requests": len(ordered),
     }
-
-
-def batches_of(texts: Sequence[str], batch_size: int) -> list[list[str]]:
-    """Consecutive groups of distinct texts, wrapping around, as perf_analyzer's -b does."""
-    count = max(1, len(texts) // batch_size)
-    return [[texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)] for i in range(count)]
 
 
 def measure_inprocess(call: Callable[[list[str]], Any], batches: list[list[str]],
@@ -167,8 +157,6 @@ def _ort_providers(onnxruntime: Any) -> list[str]:
 def http_load(url: str, path: str, bodies: list[bytes], concurrency: int,
               seconds: float, warmup_requests: int, batch_size: int) -> dict[str, float]:
     """POST the bodies in turn from `concurrency` keep-alive connections; latency statistics."""
-    from .peers.measure import timed_callers
-
     host, port = url.split(":")
     headers = {"Content-Type": "application/json"}
 

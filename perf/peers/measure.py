@@ -42,13 +42,14 @@ def summary(latencies_s: Sequence[float], elapsed_s: float, batch_size: int) -> 
     if not latencies_s:
         raise ValueError("no request completed during the measurement window; raise --seconds")
     ordered = sorted(latencies_s)
-
-    def nearest_rank(percent: float) -> float:
-        return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)] * 1000
-
-    return {"throughput": len(ordered) * batch_size / elapsed_s, "p50_ms": nearest_rank(50),
-            "p99_ms": nearest_rank(99), "avg_ms": sum(ordered) / len(ordered) * 1000,
+    return {"throughput": len(ordered) * batch_size / elapsed_s, "p50_ms": nearest_rank_ms(ordered, 50),
+            "p99_ms": nearest_rank_ms(ordered, 99), "avg_ms": sum(ordered) / len(ordered) * 1000,
             "requests": len(ordered)}
+
+
+def nearest_rank_ms(ordered_s: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile (perf_analyzer's) of latencies sorted ascending, s -> ms."""
+    return ordered_s[max(0, math.ceil(percent / 100 * len(ordered_s)) - 1)] * 1000
 
 
 def measure(make_call: Callable[[], Callable[[list[str]], Any]], batches: list[list[str]],
