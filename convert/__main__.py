@@ -80,6 +80,7 @@ def int8_lines(entry: dict) -> list[str]:
         lines.append(f"  held-out top-1 agreement {held['top1_agreement']:.4f} (95% CI {held['ci95'][0]:.4f}-"
                      f"{held['ci95'][1]:.4f}, {held['texts']} texts)"
                      + (f"; full INT8 {full['top1_agreement']:.4f}" if full else ""))
+        lines += changed_answers_line(choice.get("changed_answers"))
     else:
         lines.append(f"  held-out min cosine {held['cosine_min']:.4f}, mean {held['cosine_mean']:.4f} "
                      f"({held['texts']} texts)")
@@ -95,6 +96,14 @@ def int8_lines(entry: dict) -> list[str]:
     misses = choice["target_missed_by"]
     lines.append("  target met" if choice["target_met"] else "  target missed: " + "; ".join(misses or ["gate failed"]))
     return lines
+
+
+def changed_answers_line(changed: dict | None) -> list[str]:
+    if not changed or not changed["texts"]:
+        return []
+    return [f"  answers changed: {changed['texts']} of {changed['of']}, all where the reference's top two "
+            f"classes were within {changed['largest_reference_margin']:.3f} in probability "
+            f"({changed['reference_near_ties']} texts are within {changed['near_tie_margin']})"]
 
 
 def _ms(value: float | None) -> str:

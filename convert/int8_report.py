@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .pipeline import Int8Choice
 
 LENGTHS = (16, 128)
+# How the INT8 units scale their activations (convert/token_int8.py, convert/optimize.py)
+ACTIVATION_SCALES = {"MatMul": "per token", "Attention": "per tensor", "embeddings": "per tensor"}
 
 
 def speed_facts(facts: dict[str, dict]) -> dict[str, dict]:
@@ -70,10 +72,13 @@ def target_misses(report: VariantReport, speed: dict | None, target: Target) -> 
 def int8_facts(choice: Int8Choice, speed: dict | None, comparison: dict | None) -> dict:
     """The manifest's `int8_choice` field."""
     search, report = choice.search, choice.report
-    facts = {"fp32_nodes": search.chosen.kept_fp32, "selection": measure_figures(search.chosen.measure),
+    facts = {"fp32_nodes": search.chosen.kept_fp32, "activation_scales": ACTIVATION_SCALES,
+             "selection": measure_figures(search.chosen.measure),
              "held_out": held_out_figures(report), "target": search.target.__dict__}
     if comparison:
         facts["full_int8_held_out"] = measure_figures(comparison["full_int8"])
+        if comparison.get("changed_answers"):
+            facts["changed_answers"] = comparison["changed_answers"]
         if comparison["accuracy"] and "single_accuracy" in report.metrics:
             facts["accuracy"] = {"part": "held-out", "texts": report.labelled, **{
                 name: round(value, 5) for name, value in comparison["accuracy"].items()},

@@ -3,14 +3,16 @@
 Dynamic INT8 error is not spread evenly: a few operators cause most of the answers that
 change. The search keeps in FP32 the fewest of them that bring the selection texts to
 the target, and leaves the rest in INT8 (most of the speed-up):
-1. full INT8 (every unit: the embeddings, each Attention and each MatMul; the head always
-   stays FP32) on the selection texts; if that meets the target, nothing is kept.
+1. every unit in INT8 (the embeddings and each Attention with ONNX Runtime's per-tensor
+   activation scales, each MatMul with per-token scales, convert/token_int8.py; the head
+   always stays FP32) on the selection texts; if that meets the target, nothing is kept.
 2. sensitivity: each unit quantised alone, run on the probe texts (the selection texts
    full INT8 moves most), its error against the cached reference outputs.
 3. greedy: the unit removing most error per multiply-add back to FP32, then the next, while
    the FP32 multiply-adds fit the speed target; then, if the agreement target still needs
    it, the most sensitive of the rest; until the selection texts meet the target (early
-   stop) or half the units (at most MAX_STEPS) are FP32.
+   stop) or half the units (at most MAX_STEPS) are FP32. Served: the first step that meets
+   the target, else the first that passes the gate on the selection texts (SearchResult.chosen).
 Variants of steps 2-3 are spliced in memory from the FP32 graph and the full INT8 graph
 (quantising each from scratch takes seconds); the served graph is then quantised by ONNX
 Runtime with the chosen exclusions and graded by the gate on the held-out texts. Every
@@ -23,9 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .validate import single_sentence_session
+from ._modelrepo import Precision
+from .validate import THRESHOLDS, single_sentence_session
 
 PROBE_TEXTS = 48     # sensitivity is measured on this many selection texts
+NEAR_TIE = 0.02      # reference texts whose two most likely classes are this close: reported
 MAX_STEPS = 12       # greedy steps at most (each runs every selection text): bounds the build time
 # Operators that only a quantised replacement holds (an excluded Gemm may come back as
 # MatMul + Add, which is not quantisation).
@@ -55,6 +59,13 @@ class Measure:
             return self.top1_agreement >= target.top1_agreement
         return self.cosine_min >= target.cosine_min
 
+    def passes_gate(self) -> bool:
+        """The gate's limits (validate.THRESHOLDS), here on the texts this was measured on."""
+        gate = THRESHOLDS[Precision.INT8]
+        if self.top1_agreement is not None:
+            return self.top1_agreement >= gate.top1_agreement
+        return self.cosine_min >= gate.cosine_min and 1 - self.error >= gate.cosine_mean
+
 
 def per_text_error(candidate: np.ndarray, reference: np.ndarray, is_classifier: bool) -> np.ndarray:
     if is_classifier:   # KL(reference || candidate) of the softmax distributions
@@ -78,6 +89,19 @@ def measure(candidate: np.ndarray, reference: np.ndarray, is_classifier: bool) -
     return Measure(len(reference), None, float(1 - error.max()), float(error.mean()))
 
 
+def changed_answers(candidate: np.ndarray, reference: np.ndarray) -> dict:
+    """How many top-1 answers differ, and how close the reference's two most likely classes
+    were on those texts (softmax probabilities): a change on a near tie is a coin toss that
+    any rounding can make, one on a clear answer is a real error."""
+    changed = candidate.argmax(-1) != reference.argmax(-1)
+    probabilities = np.exp(_log_softmax(reference))
+    top_two = np.sort(probabilities, axis=-1)[:, -2:]
+    margins = top_two[:, 1] - top_two[:, 0]
+    return {"texts": int(changed.sum()), "of": len(reference),
+            "largest_reference_margin": round(float(margins[changed].max()), 4) if changed.any() else None,
+            "reference_near_ties": int((margins < NEAR_TIE).sum()), "near_tie_margin": NEAR_TIE}
+
+
 # ---------------------------------------------------------------- variants spliced in memory
 
 class SplicedGraphs:
@@ -89,6 +113,9 @@ class SplicedGraphs:
     unit's outputs and tensors the FP32 graph already has."""
 
     def __init__(self, fp32: onnx.ModelProto, int8: onnx.ModelProto):
+        if _opset(fp32) != _opset(int8):
+            raise ValueError(f"the FP32 graph is at opset {_opset(fp32)} and the INT8 graph at {_opset(int8)}: "
+                             "upgrade the FP32 graph (token_int8.upgrade_opset) before splicing")
         self.fp32, self.int8 = fp32, int8
         self.replacements = _replacements(fp32, int8)
         self.units = [node.name for node in fp32.graph.node if node.name in self.replacements]
@@ -121,6 +148,10 @@ class SplicedGraphs:
                                        weights, value_info=self.fp32.graph.value_info)
         opsets = {o.domain: o for o in list(self.fp32.opset_import) + list(self.int8.opset_import)}
         return onnx.helper.make_model(graph, opset_imports=list(opsets.values()), ir_version=self.int8.ir_version)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _replacements(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -163,9 +194,12 @@ class SearchResult:
 
     @property
     def chosen(self) -> Step:
-        """The first step that met the target; else the last (the most error removed within
-        the speed budget): choosing among the others by selection agreement would fit noise."""
-        return next((s for s in self.steps if s.measure.meets(self.target)), self.steps[-1])
+        """The first step that met the target's agreement. Else the first (fastest: each step
+        keeps one unit more in FP32) that passes the gate on the selection texts, as the
+        agreement is then missed anyway and speed is what is left to win. Else the last (the
+        most error removed), which the held-out gate will most likely refuse."""
+        return (next((s for s in self.steps if s.measure.meets(self.target)), None)
+                or next((s for s in self.steps if s.measure.passes_gate()), self.steps[-1]))
 
     def as_dict(self) -> dict:
         return {"target": self.target.__dict__, "units": len(self.units),

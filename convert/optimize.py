@@ -4,10 +4,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import onnx
 
+from . import token_int8
 from .errors import ConvertError
 
 # Fused operators the BERT optimizer produces; attention is the one that matters most.
@@ -98,15 +100,40 @@ def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
         graph.node.extend(unique)
 
 
-def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = ()) -> Path:
+class ActivationScales(StrEnum):
+    """How dynamic INT8 scales activations: ONNX Runtime's one scale per tensor, or one per
+    token for the MatMuls (convert/token_int8.py; Attention and embeddings stay per tensor)."""
+    TENSOR = "tensor"
+    TOKEN = "token"
+
+
+def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
+                  scales: ActivationScales = ActivationScales.TENSOR) -> Path:
     """Dynamic INT8 with per-channel weight scales (per-tensor scales hurt MiniLM badly) of every
     operator ONNX Runtime can quantise, except the head and the nodes named in keep_fp32
-    (convert/mixed_precision.py chooses them)."""
+    (convert/mixed_precision.py chooses them). With token scales the MatMuls get one
+    activation scale per token and the graph moves to opset 21."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=head_nodes(onnx.load(str(source))) + list(keep_fp32),
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    model = onnx.load(str(source))
+    excluded = head_nodes(model) + list(keep_fp32)
+    token_units: list[str] = []
+    if scales == ActivationScales.TOKEN:
+        model = token_int8.upgrade_opset(model)
+        weights = {t.name: t for t in model.graph.initializer}
+        token_units = [n.name for n in model.graph.node
+                       if token_int8.is_token_matmul_candidate(n, weights) and n.name not in excluded]
+        source = target.with_name(f"{target.stem}-source-opset{token_int8.OPSET}.onnx")
+        onnx.save(model, str(source))
+    try:
+        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=excluded + token_units,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        if scales == ActivationScales.TOKEN:
+            source.unlink(missing_ok=True)
+    if token_units:
+        onnx.save(token_int8.token_matmuls(onnx.load(str(target)), token_units), str(target))
     return target
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -19,13 +20,23 @@ def _ensure_ml_opset(model: onnx.ModelProto) -> None:
         model.opset_import.append(helper.make_opsetid(ML_DOMAIN, 2))
 
 
+def _reduce_max_last_axis(model: onnx.ModelProto, source: str, target: str) -> onnx.NodeProto:
+    """ReduceMax takes its axes as an attribute up to opset 17 and as an input from 18 (the
+    INT8 graphs with per-token scales are at opset 21)."""
+    opset = next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+    if opset < 18:
+        return helper.make_node("ReduceMax", [source], [target], axes=[-1], keepdims=1, name="top1_score")
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), "top1_score_axes"))
+    return helper.make_node("ReduceMax", [source, "top1_score_axes"], [target], keepdims=1, name="top1_score")
+
+
 def add_label_outputs(source: Path, target: Path, labels: list[str]) -> Path:
     model = onnx.load(str(source))
     _ensure_ml_opset(model)
     graph = model.graph
     graph.node.extend([
         helper.make_node("ArgMax", ["probabilities"], ["label_index"], axis=-1, keepdims=1, name="top1_index"),
-        helper.make_node("ReduceMax", ["probabilities"], ["score"], axes=[-1], keepdims=1, name="top1_score"),
+        _reduce_max_last_axis(model, "probabilities", "score"),
         helper.make_node("LabelEncoder", ["label_index"], ["label"], domain=ML_DOMAIN, name="top1_label",
                          keys_int64s=list(range(len(labels))), values_strings=labels, default_string=""),
     ])

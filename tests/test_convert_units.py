@@ -352,10 +352,11 @@ def test_wilson_interval_matches_known_values(successes, total, low, high):
 
 # ------------------------------------------------------------------ the sensitivity search
 
-@pytest.fixture(scope="module")
-def tiny_graphs(tmp_path_factory):
-    """A tiny BERT classifier: its fused FP32 graph, its full INT8 graph, and its reference's
-    answers to 64 selection texts."""
+@pytest.fixture(scope="module", params=["token", "tensor"])
+def tiny_graphs(tmp_path_factory, request):
+    """A tiny BERT classifier: its fused FP32 graph, its every-unit INT8 graph (MatMuls with
+    per-token activation scales as the build does, or ONNX Runtime's per-tensor ones), and
+    its reference's answers to 64 selection texts."""
     needs_torch()
     from convert import validate
     from convert.export import export_onnx
@@ -363,6 +364,7 @@ def tiny_graphs(tmp_path_factory):
     from convert.optimize import infer_shapes, optimize_transformer, quantize_int8
     from convert.reference import build_reference
     from convert.sentences import SELECTION, validation_texts
+    from convert.token_int8 import upgrade_opset
     from tests.tiny_models import tiny_bert_classifier
 
     work = tmp_path_factory.mktemp("tiny-graphs")
@@ -370,13 +372,15 @@ def tiny_graphs(tmp_path_factory):
     reference = build_reference(spec)
     shaped = infer_shapes(export_onnx(reference, work / "exported.onnx"), work / "shaped.onnx")
     optimize_transformer(shaped, work / "fp32.onnx", num_heads=4, hidden_size=32)
-    quantize_int8(work / "fp32.onnx", work / "int8-full.onnx")
+    quantize_int8(work / "fp32.onnx", work / "int8-full.onnx", scales=request.param)
     tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", 128)
     texts = [t.text for t in validation_texts() if t.part == SELECTION][:64]
     feeds = [encode(tokenizer, [t], True) for t in texts]
     evaluator = Evaluator(feeds, validate.reference_outputs(reference.model, feeds), "logits", True)
-    graphs = SplicedGraphs(onnx.load(str(work / "fp32.onnx")), onnx.load(str(work / "int8-full.onnx")))
-    return work, graphs, evaluator
+    fp32 = onnx.load(str(work / "fp32.onnx"))
+    graphs = SplicedGraphs(upgrade_opset(fp32) if request.param == "token" else fp32,
+                           onnx.load(str(work / "int8-full.onnx")))
+    return work, graphs, evaluator, request.param
 
 
 def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclusions(tiny_graphs):
@@ -384,12 +388,12 @@ def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclus
     must be the same computation, or the search would choose on something never served."""
     from convert.optimize import quantize_int8
 
-    work, graphs, evaluator = tiny_graphs
+    work, graphs, evaluator, scales = tiny_graphs
     # embeddings, 2 layers of Attention + 3 MatMuls, the pooler's MatMul; never the classifier
     assert graphs.units[0].startswith("EmbedLayerNormalization") and len(graphs.units) == 1 + 2 * 4 + 1
     assert not any("classifier" in unit for unit in graphs.units)
     kept = [graphs.units[0], graphs.units[3], graphs.units[6]]
-    served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept)
+    served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept, scales=scales)
     rows = list(range(len(evaluator.feeds)))
     spliced = evaluator.outputs(graphs.model(set(graphs.units) - set(kept)), rows)
     assert np.array_equal(spliced, evaluator.outputs(onnx.load(str(served)), rows))
@@ -402,14 +406,14 @@ def test_sensitivity_search_is_deterministic_and_keeps_the_fewest_within_the_spe
     """A target no variant meets (agreement above 100%) makes the search run every step."""
     from convert.mixed_precision import MAX_STEPS, Target, search
 
-    _, graphs, evaluator = tiny_graphs
+    _, graphs, evaluator, _ = tiny_graphs
     target = Target(top1_agreement=1.01)
     first, second = search(graphs, evaluator, target), search(graphs, evaluator, target)
     assert first.as_dict() == second.as_dict()
     assert [s.kept_fp32 for s in first.steps] == [s.kept_fp32 for s in second.steps]
     assert set(first.sensitivity) == set(graphs.units)
     assert len(first.steps) == 1 + min(len(graphs.units) // 2, MAX_STEPS)   # never more than half in FP32
-    assert first.chosen is first.steps[-1]                           # unmet: the most error removed
+    assert first.chosen is first.steps[0]          # unmet, but every step passes the gate: the fastest
     within = first.steps[first.within_speed_budget].kept_fp32
     assert sum(graphs.macs[u] for u in within) <= (1 - target.speed_share) * sum(graphs.macs.values())
     easy = search(graphs, evaluator, Target(top1_agreement=0.0, cosine_min=0.0))
@@ -429,3 +433,87 @@ def test_greedy_order_ranks_error_per_multiply_add_keeps_graph_order_on_ties_and
     # beyond the budget, by error alone
     assert greedy_order(graphs, sensitivity, Target()) == (["embed", "a", "b", "c", "d"], 3)
     assert greedy_order(graphs, sensitivity, Target(speed_share=0.5)) == (["embed", "c", "a", "b", "d"], 3)
+
+
+def _two_matmuls(weight: np.ndarray, path: Path) -> Path:
+    """x @ weight (y) and x @ -weight (z): two MatMuls of one shape, as encoder layers repeat
+    theirs (a MatMul of a shape no other has is taken for the head and left in FP32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "tokens", weight.shape[0]])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "tokens", weight.shape[1]])
+               for name in ("y", "z")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="dense"),
+                               helper.make_node("MatMul", ["x", "minus_w"], ["z"], name="other")],
+                              "two-matmuls", inputs, outputs,
+                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(-weight, "minus_w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+
+
+def test_token_scales_keep_ordinary_tokens_exact_beside_an_outlier_and_are_batch_invariant(tmp_path):
+    """One token 60x larger than the rest (as [CLS]/[SEP] activations are in BERT-like
+    encoders): per-tensor scales quantise every other token coarsely, per-token scales do not,
+    and a row's answer no longer depends on the rows batched with it."""
+    from convert.optimize import quantize_int8
+
+    rng = np.random.default_rng(7)
+    weight = rng.normal(0, 0.05, (64, 48)).astype(np.float32)
+    fp32 = _two_matmuls(weight, tmp_path / "fp32.onnx")
+    x = rng.normal(0, 1, (1, 10, 64)).astype(np.float32)
+    x[0, 0] *= 60
+    expected = x @ weight
+    ordinary = np.s_[0, 1:]
+    error = {scales: np.abs(_run(quantize_int8(fp32, tmp_path / f"{scales}.onnx", scales=scales), x)[ordinary]
+                            - expected[ordinary]).max() for scales in ("tensor", "token")}
+    assert error["token"] < error["tensor"] / 10, error
+    assert error["token"] < 0.02 * np.abs(expected[ordinary]).max()
+    token = tmp_path / "token.onnx"
+    alone = _run(token, x[:, 1:3])
+    assert np.array_equal(_run(token, x)[:, 1:3], alone)       # the outlier row changes nothing
+    assert not np.array_equal(_run(tmp_path / "tensor.onnx", x)[:, 1:3], _run(tmp_path / "tensor.onnx", x[:, 1:3]))
+
+
+def test_token_scales_refuse_a_node_that_is_no_matmul_with_a_constant_weight(tmp_path):
+    from convert.token_int8 import token_matmuls, upgrade_opset
+
+    model = upgrade_opset(onnx.load(str(_two_matmuls(np.ones((4, 3), np.float32), tmp_path / "m.onnx"))))
+    assert next(o.version for o in model.opset_import if o.domain == "") == 21
+    with pytest.raises(ValueError, match="no such nodes.*nothere"):
+        token_matmuls(model, ["dense", "nothere"])
+    model.graph.node[0].op_type = "Gemm"
+    with pytest.raises(ValueError, match="dense is not a MatMul"):
+        token_matmuls(model, ["dense"])
+
+
+def test_served_step_is_the_first_to_meet_the_target_else_the_fastest_through_the_gate_else_the_last():
+    from convert.mixed_precision import Measure, SearchResult, Step, Target
+
+    def result(*agreements):
+        return SearchResult(["a", "b", "c"], Target(),
+                            [Step(list("abc"[:i]), Measure(440, a, None, 0.01)) for i, a in enumerate(agreements)])
+
+    assert result(0.98, 0.996, 0.999).chosen.kept_fp32 == ["a"]          # first to meet 0.995
+    assert result(0.98, 0.992, 0.994).chosen.kept_fp32 == ["a"]          # none meets it: first through 0.99
+    assert result(0.98, 0.985, 0.989).chosen.kept_fp32 == ["a", "b"]     # none through the gate: the last
+    embeddings = SearchResult(["a", "b"], Target(), [Step([], Measure(440, None, 0.98, 0.02)),
+                                                     Step(["a"], Measure(440, None, 0.975, 0.005))])
+    assert embeddings.chosen.kept_fp32 == ["a"]       # the gate's mean cosine (0.99) counts, not only the min
+
+
+def test_changed_answers_report_how_close_the_reference_was_on_them():
+    from convert.mixed_precision import changed_answers
+
+    reference = np.log(np.array([[0.50, 0.49, 0.01], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.39, 0.01]]))
+    candidate = np.log(np.array([[0.49, 0.50, 0.01], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.3, 0.69, 0.01]]))
+    report = changed_answers(candidate, reference)
+    assert report["texts"] == 2 and report["of"] == 4
+    assert report["largest_reference_margin"] == pytest.approx(0.21)
+    assert report["reference_near_ties"] == 1
+    assert changed_answers(reference, reference)["largest_reference_margin"] is None
