@@ -73,6 +73,11 @@ def test_minilm_intent_build_reports_the_int8_choice_held_out_accuracy_and_speed
     assert choice["target"] == {"top1_agreement": 0.995, "cosine_min": 0.99, "speed_share": 0.8}
     assert choice["target_met"] == (not choice["target_missed_by"])
     assert entry["int8_scheme"] == ("mixed" if choice["fp32_nodes"] else "full")
+    assert choice["activation_scales"]["MatMul"] == "per token"
+    changed = choice["changed_answers"]      # the held-out answers INT8 changed, counted again
+    assert changed["of"] == held_out["texts"]
+    assert changed["texts"] == round((1 - held_out["top1_agreement"]) * held_out["texts"])
+    assert (changed["largest_reference_margin"] is None) == (changed["texts"] == 0)
 
 
 @pytest.mark.slow
@@ -91,7 +96,7 @@ def test_minilm_intent_repository_holds_tokenizer_encoder_and_ensemble(intent_re
     assert next(o for o in ensemble.output if o.name == "PROBABILITIES").label_filename == "labels.txt"
     graph = onnx.load(str(intent_repository / "minilm-intent-encoder/1/model.onnx"), load_external_data=False)
     ops = {n.op_type for n in graph.graph.node}
-    assert "LabelEncoder" in ops and ops & {"DynamicQuantizeMatMul", "MatMulInteger"}
+    assert "LabelEncoder" in ops and "MatMulIntegerToFloat" in ops     # the MatMuls, per-token scales
     kept = _manifest(intent_repository)["models"]["minilm-intent"]["int8_choice"]["fp32_nodes"]
     # Every Attention is quantised but those the sensitivity search kept in FP32.
     quantised_attention = sum(n.op_type == "QAttention" for n in graph.graph.node)
