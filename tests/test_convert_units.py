@@ -1,6 +1,8 @@
 """Converter pieces on real data: config protobufs, head folding, tokenization, the gate."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import joblib
 import numpy as np
 import onnx
