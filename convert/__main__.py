@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
 from . import plan_build
@@ -14,6 +15,7 @@ from .errors import ConvertError
 from .pipeline import BuildResult, build, is_up_to_date
 from .progress import console
 from .source import DEFAULT_PRESET, PRESETS, TASKS
+from .validate import VariantReport
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,20 +45,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def print_summary(result: BuildResult, out: Console = console) -> None:
+    """The variants table, then each variant's validation figures as plain lines under it: as a
+    table column they wrapped a word a line at 80 columns and were cut short with '…'."""
+    out.print(summary_table(result))
+    if any(_figures(report) for report in result.reports):
+        out.print("validation, one text at a time ([95% Wilson interval]):", markup=False, highlight=False)
+    for report in result.reports:
+        for line in figure_lines(report, out.width):
+            out.print(line, markup=False, highlight=False)
+
+
 def summary_table(result: BuildResult) -> Table:
+    """Only short columns, so the table fits 80 columns; `fold` breaks a long cell, never cuts it."""
     table = Table(title=f"{result.name}: variants", title_justify="left")
-    for column in ("variant", "size MB", "p50 ms @16", "p50 ms @128", "texts", "validation", "figures"):
-        table.add_column(column)
+    for column in ("variant", "size MB", "p50 ms @16", "p50 ms @128", "texts", "check"):
+        table.add_column(column, overflow="fold")
     for report in result.reports:
         facts = result.variants.get(report.variant, {})
         table.add_row(report.variant, f"{facts.get('size_mb', 0):.1f}",
-                      _ms(facts.get("p50_ms_16_tokens")), _ms(facts.get("p50_ms_128_tokens")),
-                      f"{report.sentences} {report.part}",
-                      "[green]passed[/green]" if report.passed else "[red]failed[/red]", _figures(report))
+                      _ms(facts.get("p50_ms_16_tokens")), _ms(facts.get("p50_ms_128_tokens")), _texts(report),
+                      "[green]passed[/green]" if report.passed else "[red]failed[/red]")
     return table
 
 
-def _figures(report) -> str:
+def figure_lines(report: VariantReport, width: int) -> list[str]:
+    """`  int8 (476 held-out): top1_agreement 0.9958 [0.9848, 0.9988], ...`, as many figures to a
+    line as fit in `width` columns; a figure is never split (one wider than that gets a line of its own)."""
+    figures = _figures(report)
+    pieces = [f"{figure}," for figure in figures[:-1]] + figures[-1:]
+    lines = [f"  {report.variant} ({_texts(report)}):"]
+    for piece in pieces:
+        if len(lines[-1]) + 1 + len(piece) <= width:
+            lines[-1] += f" {piece}"
+        else:
+            lines.append(f"    {piece}")
+    return lines if figures else []
+
+
+def _texts(report: VariantReport) -> str:
+    return f"all {report.sentences}" if report.part == "all" else f"{report.sentences} {report.part}"
+
+
+def _figures(report: VariantReport) -> list[str]:
     shown = []
     for metric, value in report.metrics.items():
         name = metric.removeprefix("single_")
@@ -64,7 +95,7 @@ def _figures(report) -> str:
                                              or name == "max_abs"):
             interval = report.intervals.get(metric)
             shown.append(f"{name} {value:.4g}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
-    return ", ".join(shown)
+    return shown
 
 
 def int8_lines(entry: dict) -> list[str]:
@@ -126,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConvertError as error:
         print(f"error: {error}", file=sys.stderr)   # one line, never wrapped
         return 2
-    console.print(summary_table(result))
+    print_summary(result)
     console.print(f"fusions: {result.fusion.describe()}")
     for line in int8_lines(result.manifest_entry.to_dict() if result.manifest_entry else {}):
         console.print(line)

@@ -1,4 +1,4 @@
-"""CLI: python -m perf install | run | report | inputs | load | tune | peers | arch."""
+"""CLI: python -m perf install | run | report | inputs | load | tune | peers | arch | gap."""
 
 from __future__ import annotations
 
@@ -76,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
                       help="checkpoints and builds, reused by later runs [build/arch]")
     arch.add_argument("--report-only", action="store_true", help="rewrite report.md and plots of --out")
 
+    from .gap import cli as gap_cli
     from .tune import cli as tune_cli
 
     tune_cli.add_parser(commands)
+    gap_cli.add_arguments(commands.add_parser("gap", help=gap_cli.DESCRIPTION, description=gap_cli.DESCRIPTION))
 
     args = parser.parse_args(argv)
     command = {"install": _install, "run": _run, "report": _report, "inputs": _inputs, "load": _load,
-               "peers": _peers, "tune": tune_cli.run, "arch": _arch}[args.command]
+               "peers": _peers, "tune": tune_cli.run, "arch": _arch, "gap": gap_cli.run}[args.command]
     try:
         return command(args)
     except (PerfError, OSError) as error:  # what the user can fix; anything else is a bug: its traceback shows

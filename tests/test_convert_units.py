@@ -519,3 +519,68 @@ def test_changed_answers_report_how_close_the_reference_was_on_them():
     assert report["largest_reference_margin"] == pytest.approx(0.21)
     assert report["reference_near_ties"] == 1
     assert changed_answers(reference, reference)["largest_reference_margin"] is None
+# ------------------------------------------------------------------ the build's summary
+
+def _graded(variant: str, part: str, sentences: int, labelled: int, metrics: dict[str, float]):
+    """A variant's report as the gate writes it: its intervals and limits from convert.validate."""
+    from convert import validate
+
+    report = validate.VariantReport(variant=variant, precision=variant, sentences=sentences, part=part,
+                                    labelled=labelled, metrics=metrics)
+    validate.add_intervals(report)
+    return validate.apply_thresholds(report)
+
+
+def _minilm_intent_build():
+    """The figures of the minilm-intent build of 2026-12-02 (its manifest.json)."""
+    from pathlib import Path
+
+    from convert.optimize import FusionReport
+    from convert.pipeline import BuildResult
+
+    reports = [
+        _graded("fp32", "all", 916, 704, {"single_accuracy": 0.8877840909090909, "single_max_abs": 8.58306884765625e-06,
+                                          "single_max_abs_probability": 1.430511474609375e-06,
+                                          "single_top1_agreement": 1.0}),
+        _graded("int8", "held-out", 476, 367, {"single_accuracy": 0.885558583106267,
+                                               "single_max_abs": 0.3153071403503418,
+                                               "single_max_abs_probability": 0.0481410026550293,
+                                               "single_top1_agreement": 0.9957983193277311}),
+    ]
+    variants = {"fp32": {"size_mb": 90.6, "p50_ms_16_tokens": 2.6031460001831874,
+                         "p50_ms_128_tokens": 10.319001499738079},
+                "int8": {"size_mb": 75.1, "p50_ms_16_tokens": 1.8940730005851947,
+                         "p50_ms_128_tokens": 8.151014997565653}}
+    fusion = FusionReport(534, 64, {"Attention": 6, "SkipLayerNormalization": 12}, attention_fused=True)
+    return BuildResult("minilm-intent", Path("triton_models"), fusion, reports, variants)
+
+
+def test_the_build_summary_fits_80_columns_and_shows_every_figure_whole():
+    needs_torch()   # convert.__main__ imports the pipeline, which imports the exporter
+    from rich.console import Console
+
+    from convert.__main__ import print_summary
+
+    terminal = Console(width=80, record=True, color_system=None)
+    print_summary(_minilm_intent_build(), terminal)
+    text = terminal.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "…" not in text, text
+    for row in (["fp32", "90.6", "2.60", "10.32", "all 916", "passed"],
+                ["int8", "75.1", "1.89", "8.15", "476 held-out", "passed"]):
+        assert any(all(cell in line for cell in row) for line in text.splitlines()), (row, text)
+    assert "validation, one text at a time ([95% Wilson interval]):" in text, text
+    flowing = " ".join(text.split())   # the figures as one run of words, wherever the lines break
+    assert ("fp32 (all 916): accuracy 0.8878 [0.8623, 0.9090], max_abs 8.583e-06, "
+            "top1_agreement 1 [0.9958, 1.0000]") in flowing, text
+    assert ("int8 (476 held-out): accuracy 0.8856 [0.8489, 0.9142], max_abs 0.3153, "
+            "top1_agreement 0.9958 [0.9848, 0.9988]") in flowing, text
+
+
+def test_a_figure_wider_than_the_line_gets_a_line_of_its_own_never_cut():
+    needs_torch()
+    from convert.__main__ import figure_lines
+
+    int8 = _minilm_intent_build().reports[1]
+    assert figure_lines(int8, 30) == ["  int8 (476 held-out):", "    accuracy 0.8856 [0.8489, 0.9142],",
+                                      "    max_abs 0.3153,", "    top1_agreement 0.9958 [0.9848, 0.9988]"]

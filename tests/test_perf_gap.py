@@ -3,6 +3,10 @@ encoder's default of not spinning that the gap's measurements chose (docs/throug
 from __future__ import annotations
 
 import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +15,9 @@ from convert import triton_config as tc
 from convert.__main__ import parse_args
 from modelrepo import ModelNames, config_parameters, read_config, write_config
 from perf.errors import PerfError
-from perf.gap.__main__ import gap
 from perf.gap.measure import GapRun
 from perf.gap.report import breakdown_rows, summarize
+from perf.gap.study import gap
 from perf.gap.variants import ServerChange, grpc_call, repository_with_changes
 
 # ------------------------------------------------------------------ the spinning default
@@ -23,6 +27,33 @@ def test_the_cpu_encoder_does_not_spin_unless_asked():
     assert parse_args(["minilm-embed"]).spin is False
     assert parse_args(["minilm-embed", "--spin"]).spin is True
     assert parse_args(["minilm-embed", "--no-spin"]).spin is False
+
+
+# ------------------------------------------------------------------ the command line
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _options(*command: str) -> set[str]:
+    """The options a command's --help lists, run as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", *command, "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, f"{' '.join(command)} --help: {result.stdout}{result.stderr}"
+    return set(re.findall(r"(?m)^ {2}(-{1,2}[\w-]+)", result.stdout))
+
+
+def test_perf_gap_is_a_perf_subcommand_with_the_options_of_python_m_perf_gap():
+    subcommand = _options("perf", "gap")
+    assert {"--model-repository", "--seconds", "--ab", "--clients", "--only"} <= subcommand
+    assert subcommand == _options("perf.gap")
+
+
+def test_a_malformed_ab_is_a_usage_error_that_names_the_option():
+    result = subprocess.run([sys.executable, "-m", "perf", "gap", "--ab", "nospin"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "argument --ab" in result.stderr and "NAME:key=value" in result.stderr, \
+        result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------ A/B copies
