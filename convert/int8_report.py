@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 LENGTHS = (16, 128)
 # How the INT8 units scale their activations (convert/token_int8.py, convert/optimize.py)
-ACTIVATION_SCALES = {"MatMul": "per token", "Attention": "per tensor", "embeddings": "per tensor"}
+ACTIVATION_SCALES = {"MatMul": "per token, smoothed", "Attention": "per token, smoothed",
+                     "embeddings": "weights only"}
 
 
 def speed_facts(facts: dict[str, dict]) -> dict[str, dict]:

@@ -3,9 +3,11 @@
 Dynamic INT8 error is not spread evenly: a few operators cause most of the answers that
 change. The search keeps in FP32 the fewest of them that bring the selection texts to
 the target, and leaves the rest in INT8 (most of the speed-up):
-1. every unit in INT8 (the embeddings and each Attention with ONNX Runtime's per-tensor
-   activation scales, each MatMul with per-token scales, convert/token_int8.py; the head
-   always stays FP32) on the selection texts; if that meets the target, nothing is kept.
+0. smoothing: SmoothQuant's strength (SMOOTHING_ALPHAS) that gives every MatMul and
+   Attention in per-token INT8 (convert/token_int8.py) the least error on the selection
+   texts, with channel ranges calibrated on the same texts.
+1. every unit in INT8 (those, and the embeddings in ONNX Runtime's INT8; the head always
+   stays FP32) on the selection texts; if that meets the target, nothing is kept.
 2. sensitivity: each unit quantised alone, run on the probe texts (the selection texts
    full INT8 moves most), its error against the cached reference outputs.
 3. greedy: the unit removing most error per multiply-add back to FP32, then the next, while
@@ -26,10 +28,12 @@ import numpy as np
 import onnx
 
 from ._modelrepo import Precision
+from .token_int8 import Smoothing, calibrate, quantize_units
 from .validate import THRESHOLDS, single_sentence_session
 
 PROBE_TEXTS = 48     # sensitivity is measured on this many selection texts
 NEAR_TIE = 0.02      # reference texts whose two most likely classes are this close: reported
+SMOOTHING_ALPHAS = (0.5, 0.65, 0.8)   # SmoothQuant's default, and stronger migration
 MAX_STEPS = 12       # greedy steps at most (each runs every selection text): bounds the build time
 # Operators that only a quantised replacement holds (an excluded Gemm may come back as
 # MatMul + Add, which is not quantisation).
@@ -191,6 +195,7 @@ class SearchResult:
     sensitivity: dict[str, Measure] = field(default_factory=dict)   # unit -> alone in INT8, on the probe
     fp32_macs_share: float = 0.0                      # of the units' multiply-adds, in the chosen step
     within_speed_budget: int = 0                      # greedy steps whose FP32 units fit the speed budget
+    smoothing: dict = field(default_factory=dict)     # the strength chosen, each one's selection error
 
     @property
     def chosen(self) -> Step:
@@ -206,7 +211,8 @@ class SearchResult:
                 "kept_fp32": self.chosen.kept_fp32, "met_on_selection": self.chosen.measure.meets(self.target),
                 "fp32_macs_share": round(self.fp32_macs_share, 4), "within_speed_budget": self.within_speed_budget,
                 "steps": [{"kept_fp32": len(s.kept_fp32), **s.measure.__dict__} for s in self.steps],
-                "sensitivity": {unit: m.__dict__ for unit, m in self.sensitivity.items()}}
+                "sensitivity": {unit: m.__dict__ for unit, m in self.sensitivity.items()},
+                "smoothing": self.smoothing}
 
 
 class Evaluator:
@@ -227,6 +233,18 @@ class Evaluator:
         """The texts full INT8 moves most (stable order for ties)."""
         error = per_text_error(full_int8, self.reference, self.is_classifier)
         return sorted(np.argsort(-error, kind="stable")[:count].tolist())
+
+
+def choose_smoothing(fp32: onnx.ModelProto, units: list[str], evaluator: Evaluator,
+                     alphas: tuple[float, ...] = SMOOTHING_ALPHAS) -> tuple[Smoothing, dict[float, Measure]]:
+    """The smoothing strength with the least error on the selection texts, every unit in
+    per-token INT8; ties go to the first (the weakest migration)."""
+    absmax = calibrate(fp32, units, evaluator.feeds)
+    rows = list(range(len(evaluator.feeds)))
+    measured = {alpha: evaluator.measure(quantize_units(fp32, units, Smoothing(alpha, absmax)), rows)
+                for alpha in alphas}
+    best = min(alphas, key=lambda alpha: measured[alpha].error)
+    return Smoothing(best, absmax), measured
 
 
 def search(graphs: SplicedGraphs, evaluator: Evaluator, target: Target) -> SearchResult:

@@ -102,17 +102,19 @@ def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
 
 class ActivationScales(StrEnum):
     """How dynamic INT8 scales activations: ONNX Runtime's one scale per tensor, or one per
-    token for the MatMuls (convert/token_int8.py; Attention and embeddings stay per tensor)."""
+    token, after channel smoothing, for the MatMuls and Attentions (convert/token_int8.py)."""
     TENSOR = "tensor"
     TOKEN = "token"
 
 
 def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
-                  scales: ActivationScales = ActivationScales.TENSOR) -> Path:
+                  scales: ActivationScales = ActivationScales.TENSOR,
+                  smoothing: token_int8.Smoothing | None = None) -> Path:
     """Dynamic INT8 with per-channel weight scales (per-tensor scales hurt MiniLM badly) of every
     operator ONNX Runtime can quantise, except the head and the nodes named in keep_fp32
-    (convert/mixed_precision.py chooses them). With token scales the MatMuls get one
-    activation scale per token and the graph moves to opset 21."""
+    (convert/mixed_precision.py chooses them). With token scales the MatMuls and Attentions
+    get one activation scale per token (smoothed when given calibration figures) and the
+    graph moves to opset 21; ONNX Runtime quantises the rest (the embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(source))
@@ -120,9 +122,7 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
     token_units: list[str] = []
     if scales == ActivationScales.TOKEN:
         model = token_int8.upgrade_opset(model)
-        weights = {t.name: t for t in model.graph.initializer}
-        token_units = [n.name for n in model.graph.node
-                       if token_int8.is_token_matmul_candidate(n, weights) and n.name not in excluded]
+        token_units = token_int8.units(model, exclude=excluded)
         source = target.with_name(f"{target.stem}-source-opset{token_int8.OPSET}.onnx")
         onnx.save(model, str(source))
     try:
@@ -133,7 +133,7 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
         if scales == ActivationScales.TOKEN:
             source.unlink(missing_ok=True)
     if token_units:
-        onnx.save(token_int8.token_matmuls(onnx.load(str(target)), token_units), str(target))
+        onnx.save(token_int8.quantize_units(onnx.load(str(target)), token_units, smoothing), str(target))
     return target
 
 

@@ -22,7 +22,7 @@ from ._modelrepo import ManifestEntry, ModelNames, Precision, Target, Task, read
 from .errors import ConvertError
 from .export import export_onnx
 from .int8_report import int8_facts, speed_facts
-from .latency import latency_by_length
+from .latency import latencies_by_length
 from .optimize import ActivationScales
 from .postprocess import add_label_outputs
 from .progress import console, step
@@ -227,24 +227,33 @@ class Int8Choice:
     search: mixed_precision.SearchResult
 
 
+TOKEN = ActivationScales.TOKEN   # the INT8 the build serves: per-token scales (convert/token_int8.py)
+
+
 def quantize_validated(fp32: Path, work: Path, checks: ValidationSet, timings: dict) -> Int8Choice:
     """INT8 with the FP32 units the sensitivity search chose on the selection texts, graded
     by the gate on the held-out texts (convert/mixed_precision.py)."""
     selection, held_out = checks.subset(SELECTION), checks.subset(HELD_OUT)
+    evaluator = selection.evaluator()
+    # the units are spliced into the FP32 graph at the INT8 graph's opset
+    fp32_graph = token_int8.upgrade_opset(onnx.load(str(fp32)))
     with step("INT8 dynamic per-channel, every operator but the head", timings):
         full = optimize.quantize_int8(fp32, work / "int8-full.onnx")
-        every_unit = optimize.quantize_int8(fp32, work / "int8-token.onnx", scales=ActivationScales.TOKEN)
+    with step(f"per-token INT8: smoothing calibrated on {len(selection.texts)} selection texts", timings):
+        units = token_int8.units(fp32_graph, exclude=optimize.head_nodes(fp32_graph))
+        smoothing, by_alpha = mixed_precision.choose_smoothing(fp32_graph, units, evaluator)
+        every_unit = optimize.quantize_int8(fp32, work / "int8-token.onnx", scales=TOKEN, smoothing=smoothing)
     with step(f"sensitivity search on {len(selection.texts)} selection texts", timings):
-        # the units are spliced into the FP32 graph at the INT8 graph's opset
-        fp32_graph = token_int8.upgrade_opset(onnx.load(str(fp32)))
         graphs = mixed_precision.SplicedGraphs(fp32_graph, onnx.load(str(every_unit)))
-        search = mixed_precision.search(graphs, selection.evaluator(), mixed_precision.Target())
+        search = mixed_precision.search(graphs, evaluator, mixed_precision.Target())
+        search.smoothing = {"alpha": smoothing.alpha, "selection_error": {
+            str(alpha): round(measure.error, 8) for alpha, measure in by_alpha.items()}}
     kept = search.chosen.kept_fp32
     console.print(f"  FP32 units kept: {len(kept)} of {len(search.units)}" + (f" ({', '.join(kept)})" if kept else ""))
     path = every_unit
     if kept:
         with step(f"INT8 with {len(kept)} units in FP32", timings):
-            path = optimize.quantize_int8(fp32, work / "int8.onnx", kept, scales=ActivationScales.TOKEN)
+            path = optimize.quantize_int8(fp32, work / "int8.onnx", kept, scales=TOKEN, smoothing=smoothing)
     with step(f"validate int8 on {len(held_out.texts)} held-out texts", timings):
         report = held_out.check(Precision.INT8, path)
     return Int8Choice(path, full, report, search)
@@ -443,14 +452,14 @@ def measure_variants(variants: dict[str, Path], reference: Reference, tokenizer,
     measured = dict(variants)
     if choice is not None and Precision.INT8 in variants:
         measured["int8-full"] = choice.full
-    facts = {}
-    with step("in-process latency at 16 and 128 tokens", timings):
-        passage = max(validation_sentences(), key=len)
-        for precision, path in measured.items():
-            facts[precision] = {"size_mb": round(path.stat().st_size / 1e6, 1)}
-            if options.target == Target.CPU or precision != Precision.FP16:
-                facts[precision] |= latency_by_length(path, tokenizer, passage, reference.output_names[0],
-                                                      "token_type_ids" in reference.input_names)
+    facts = {precision: {"size_mb": round(path.stat().st_size / 1e6, 1)} for precision, path in measured.items()}
+    timed = {precision: path for precision, path in measured.items()
+             if options.target == Target.CPU or precision != Precision.FP16}
+    with step(f"in-process latency at 16 and 128 tokens, {len(timed)} variants in turn", timings):
+        latencies = latencies_by_length(timed, tokenizer, max(validation_sentences(), key=len),
+                                        reference.output_names[0], "token_type_ids" in reference.input_names)
+    for precision, figures in latencies.items():
+        facts[precision] |= figures
     return facts
 
 

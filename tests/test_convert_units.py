@@ -366,7 +366,7 @@ def tiny_graphs(tmp_path_factory, request):
     from convert.optimize import infer_shapes, optimize_transformer, quantize_int8
     from convert.reference import build_reference
     from convert.sentences import SELECTION, validation_texts
-    from convert.token_int8 import upgrade_opset
+    from convert.token_int8 import Smoothing, calibrate, units, upgrade_opset
     from tests.tiny_models import tiny_bert_classifier
 
     work = tmp_path_factory.mktemp("tiny-graphs")
@@ -374,15 +374,18 @@ def tiny_graphs(tmp_path_factory, request):
     reference = build_reference(spec)
     shaped = infer_shapes(export_onnx(reference, work / "exported.onnx"), work / "shaped.onnx")
     optimize_transformer(shaped, work / "fp32.onnx", num_heads=4, hidden_size=32)
-    quantize_int8(work / "fp32.onnx", work / "int8-full.onnx", scales=request.param)
     tokenizer = load_tokenizer(spec.checkpoint / "tokenizer.json", 128)
     texts = [t.text for t in validation_texts() if t.part == SELECTION][:64]
     feeds = [encode(tokenizer, [t], True) for t in texts]
-    evaluator = Evaluator(feeds, validate.reference_outputs(reference.model, feeds), "logits", True)
     fp32 = onnx.load(str(work / "fp32.onnx"))
-    graphs = SplicedGraphs(upgrade_opset(fp32) if request.param == "token" else fp32,
-                           onnx.load(str(work / "int8-full.onnx")))
-    return work, graphs, evaluator, request.param
+    smoothing = None
+    if request.param == "token":     # as the build: calibrated channel smoothing
+        fp32 = upgrade_opset(fp32)
+        smoothing = Smoothing(0.65, calibrate(fp32, units(fp32), feeds))
+    quantize_int8(work / "fp32.onnx", work / "int8-full.onnx", scales=request.param, smoothing=smoothing)
+    evaluator = Evaluator(feeds, validate.reference_outputs(reference.model, feeds), "logits", True)
+    graphs = SplicedGraphs(fp32, onnx.load(str(work / "int8-full.onnx")))
+    return work, graphs, evaluator, request.param, smoothing
 
 
 def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclusions(tiny_graphs):
@@ -390,12 +393,14 @@ def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclus
     must be the same computation, or the search would choose on something never served."""
     from convert.optimize import quantize_int8
 
-    work, graphs, evaluator, scales = tiny_graphs
+    work, graphs, evaluator, scales, smoothing = tiny_graphs
     # embeddings, 2 layers of Attention + 3 MatMuls, the pooler's MatMul; never the classifier
     assert graphs.units[0].startswith("EmbedLayerNormalization") and len(graphs.units) == 1 + 2 * 4 + 1
     assert not any("classifier" in unit for unit in graphs.units)
     kept = [graphs.units[0], graphs.units[3], graphs.units[6]]
-    served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept, scales=scales)
+    served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept, scales=scales, smoothing=smoothing)
+    ops = {node.op_type for node in onnx.load(str(served)).graph.node}
+    assert ("MultiHeadAttention" in ops) == (scales == "token")     # the INT8 Attention's per-token form
     rows = list(range(len(evaluator.feeds)))
     spliced = evaluator.outputs(graphs.model(set(graphs.units) - set(kept)), rows)
     assert np.array_equal(spliced, evaluator.outputs(onnx.load(str(served)), rows))
@@ -408,7 +413,7 @@ def test_sensitivity_search_is_deterministic_and_keeps_the_fewest_within_the_spe
     """A target no variant meets (agreement above 100%) makes the search run every step."""
     from convert.mixed_precision import MAX_STEPS, Target, search
 
-    _, graphs, evaluator, _ = tiny_graphs
+    _, graphs, evaluator, _, _ = tiny_graphs
     target = Target(top1_agreement=1.01)
     first, second = search(graphs, evaluator, target), search(graphs, evaluator, target)
     assert first.as_dict() == second.as_dict()
@@ -482,16 +487,39 @@ def test_token_scales_keep_ordinary_tokens_exact_beside_an_outlier_and_are_batch
     assert not np.array_equal(_run(tmp_path / "tensor.onnx", x)[:, 1:3], _run(tmp_path / "tensor.onnx", x[:, 1:3]))
 
 
-def test_token_scales_refuse_a_node_that_is_no_matmul_with_a_constant_weight(tmp_path):
-    from convert.token_int8 import token_matmuls, upgrade_opset
+def test_smoothing_moves_a_channel_outlier_into_the_weights_and_cuts_the_error(tmp_path):
+    """One input channel 50x larger than the rest (as LayerNorm outputs have): per-token
+    scales alone still quantise the other channels coarsely; SmoothQuant's factors,
+    calibrated on the inputs, divide that channel down and scale its weight row up."""
+    from convert.token_int8 import Smoothing, calibrate, quantize_units, upgrade_opset
+
+    rng = np.random.default_rng(3)
+    weight = rng.normal(0, 0.05, (64, 48)).astype(np.float32)
+    model = upgrade_opset(onnx.load(str(_two_matmuls(weight, tmp_path / "fp32.onnx"))))
+    x = rng.normal(0, 1, (1, 12, 64)).astype(np.float32)
+    x[..., 5] *= 50
+    smoothing = Smoothing(0.5, calibrate(model, ["dense"], [{"x": x}]))
+    assert smoothing.channel_absmax["x"].argmax() == 5
+    errors = {}
+    for name, used in (("plain", None), ("smoothed", smoothing)):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(quantize_units(model, ["dense"], used), str(path))
+        errors[name] = np.abs(_run(path, x) - x @ weight).max()
+    assert errors["smoothed"] < errors["plain"] / 3, errors
+
+
+def test_token_scales_take_matmuls_with_constant_weights_and_refuse_other_nodes(tmp_path):
+    from convert.token_int8 import quantize_units, units, upgrade_opset
 
     model = upgrade_opset(onnx.load(str(_two_matmuls(np.ones((4, 3), np.float32), tmp_path / "m.onnx"))))
     assert next(o.version for o in model.opset_import if o.domain == "") == 21
+    assert units(model) == ["dense", "other"] and units(model, exclude=["other"]) == ["dense"]
     with pytest.raises(ValueError, match="no such nodes.*nothere"):
-        token_matmuls(model, ["dense", "nothere"])
+        quantize_units(model, ["dense", "nothere"])
     model.graph.node[0].op_type = "Gemm"
-    with pytest.raises(ValueError, match="dense is not a MatMul"):
-        token_matmuls(model, ["dense"])
+    assert units(model) == ["other"]
+    with pytest.raises(ValueError, match="dense is neither a MatMul"):
+        quantize_units(model, ["dense"])
 
 
 def test_served_step_is_the_first_to_meet_the_target_else_the_fastest_through_the_gate_else_the_last():
