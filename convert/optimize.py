@@ -119,21 +119,22 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
 
     model = onnx.load(str(source))
     excluded = head_nodes(model) + list(keep_fp32)
-    token_units: list[str] = []
     if scales == ActivationScales.TOKEN:
+        # per-token units first, then ONNX Runtime quantises what is left (the embeddings)
         model = token_int8.upgrade_opset(model)
-        token_units = token_int8.units(model, exclude=excluded)
-        source = target.with_name(f"{target.stem}-source-opset{token_int8.OPSET}.onnx")
+        model = token_int8.quantize_units(model, token_int8.units(model, exclude=excluded), smoothing)
+        source = target.with_name(f"{target.stem}-token-units.onnx")
         onnx.save(model, str(source))
+    # Dynamic quantisation first rewrites each Gemm as "<name>_MatMul" + "<name>_Add" and then
+    # matches nodes_to_exclude against the new names.
+    gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
+    excluded += [f"{name}_MatMul" for name in excluded if name in gemms]
     try:
         quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded + token_units,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         if scales == ActivationScales.TOKEN:
             source.unlink(missing_ok=True)
-    if token_units:
-        onnx.save(token_int8.quantize_units(onnx.load(str(target)), token_units, smoothing), str(target))
     return target
 
 
@@ -146,9 +147,4 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
     linear = [(node.name, shapes.get(node.input[1])) for node in model.graph.node
               if node.op_type in ("MatMul", "Gemm") and node.input[1] in shapes]
     counts = Counter(shape for _, shape in linear)
-    heads = [name for name, shape in linear if counts[shape] == 1]
-    # Dynamic quantisation first rewrites each Gemm as "<name>_MatMul" + "<name>_Add" and then
-    # matches nodes_to_exclude against the new names: without the MatMul's name the head
-    # would be quantised after all.
-    gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
-    return heads + [f"{name}_MatMul" for name in heads if name in gemms]
+    return [name for name, shape in linear if counts[shape] == 1]

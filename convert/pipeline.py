@@ -368,7 +368,7 @@ def repository_folders(spec: ModelSpec, reference: Reference, layout: Layout, op
                                        onnx_file="model.onnx", intra_op_threads=options.intra_op_threads,
                                        spin=options.spin,
                                        warmup_files=warmup_files, warmup_length=warmup_length, pad_id=pad_id,
-                                       row_by_row=validate.ROW_BY_ROW[options.served_precision])
+                                       row_by_row=validate.runs_row_by_row(served_onnx))
         folders.append(ModelFolder(layout.names.encoder, config, {"1/model.py": python_model_source("onnx_encoder"),
                                                             "1/model.onnx": served_onnx}, warmup | labels))
         folders.append(fused_folder(spec, layout, options, served_onnx, labels, pad_id))
@@ -405,7 +405,7 @@ def fused_folder(spec: ModelSpec, layout: Layout, options: BuildOptions, served_
     parameters = {"max_length": options.max_length, "onnx_file": "model.onnx", "pad_id": pad_id,
                   "intra_op_threads": options.intra_op_threads, "spin": int(options.spin),
                   "output_map": json.dumps(output_map),
-                  "row_by_row": int(validate.ROW_BY_ROW[options.served_precision]),
+                  "row_by_row": int(validate.runs_row_by_row(served_onnx)),
                   "task": spec.task, "target": options.target, "precision": options.served_precision}
     batching = tc.Batching(options.max_batch_size, options.queue_delay_us)
     config = tc.text_model_config(layout.names.fused, outputs, batching, parameters)

@@ -66,8 +66,9 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def units(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> list[str]:
-    """Nodes this module can quantise: MatMuls with a constant 2-D weight, and Attentions with
-    nothing beyond input, weights, bias, mask and num_heads (the encoders' fused attention)."""
+    """Nodes this module can quantise: MatMuls and plain Gemms with a constant 2-D weight, and
+    Attentions with nothing beyond input, weights, bias, mask and num_heads (the encoders'
+    fused attention)."""
     weights = {t.name: t for t in model.graph.initializer}
     excluded = set(exclude)
     return [node.name for node in model.graph.node if node.name not in excluded and _kind(node, weights)]
@@ -78,6 +79,10 @@ def _kind(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto]) -> str | N
         return None
     if node.op_type == "MatMul":
         return "matmul"
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Gemm" and attributes.get("transA", 0) == 0 and attributes.get("alpha", 1.0) == 1.0 \
+            and attributes.get("beta", 1.0) == 1.0:
+        return "gemm"      # a pooler's dense layer: x @ W (transposed or not) + bias
     plain = {a.name for a in node.attribute} == {"num_heads"} and len(node.input) <= 4
     if node.op_type == "Attention" and node.domain == CONTRIB and plain:
         return "attention"
@@ -120,7 +125,7 @@ def token_projection(prefix: str, x: str, weight: np.ndarray, y: str,
                  numpy_helper.from_array(np.array([-1], np.int64), f"{p}_last_axis"),
                  numpy_helper.from_array(np.array(1e-12, np.float32), f"{p}_smallest"),
                  numpy_helper.from_array(np.array(1 / 127.0, np.float32), f"{p}_one_127th"),
-                 numpy_helper.from_array(np.array([[[128]]], np.uint8), f"{p}_zero_point_block"),
+                 numpy_helper.from_array(np.array([128], np.uint8), f"{p}_zero_point_block"),
                  numpy_helper.from_array(np.array(128, np.uint8), f"{p}_zero_point"),
                  numpy_helper.from_array(np.array(1.0, np.float32), f"{p}_one")]
 
@@ -146,6 +151,18 @@ def token_projection(prefix: str, x: str, weight: np.ndarray, y: str,
              f"{p}_columns", domain=CONTRIB),
         helper.make_node("Mul", [f"{p}_columns", f"{p}_rowscale"], [y], name=f"{p}_Mul_rows"),
     ]
+    return nodes, constants
+
+
+def token_linear(node: onnx.NodeProto, weight: np.ndarray,
+                 factors: np.ndarray | None) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A MatMul, or a Gemm with its bias added after the projection."""
+    p = f"{node.name}_token_int8"
+    bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+    projected = f"{p}_projected" if bias else node.output[0]
+    nodes, constants = token_projection(p, node.input[0], weight, projected, factors)
+    if bias:
+        nodes.append(helper.make_node("Add", [projected, bias], [node.output[0]], name=f"{p}_Add_bias"))
     return nodes, constants
 
 
@@ -179,13 +196,16 @@ def quantize_units(model: onnx.ModelProto, names: Iterable[str], smoothing: Smoo
             continue
         kind = _kind(node, weights)
         if kind is None:
-            raise ValueError(f"{node.name} is neither a MatMul with a constant 2-D weight nor a plain Attention: "
-                             "it has no per-token form")
+            raise ValueError(f"{node.name} is neither a MatMul or plain Gemm with a constant 2-D weight nor a "
+                             "plain Attention: it has no per-token form")
         weight = numpy_helper.to_array(weights[node.input[1]])
+        if kind == "gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            weight = weight.T
         factors = smoothing.factors(node.input[0], weight) if smoothing else None
-        parts, constants = (token_attention(node, weight, factors) if kind == "attention" else
-                            token_projection(f"{node.name}_token_int8", node.input[0], weight, node.output[0],
-                                             factors))
+        if kind == "attention":
+            parts, constants = token_attention(node, weight, factors)
+        else:
+            parts, constants = token_linear(node, weight, factors)
         nodes += parts
         added += constants
         replaced.add(node.name)

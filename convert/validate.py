@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ._modelrepo import Precision
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
     import torch
 
 PLAIN = "plain"   # the unfused FP32 graph, for TensorRT: a variant, not a served precision
-# Dynamic INT8 scales activations per batch, so the served model runs it row by row
-# (see onnx_encoder_model.run_batch); float variants run whole batches.
-ROW_BY_ROW = {Precision.FP32: False, PLAIN: False, Precision.FP16: False, Precision.INT8: True}
+# Operators that scale activations by a whole tensor at run time: with them a sentence's
+# output depends on the rest of its batch, so the served model runs such a graph row by row
+# (onnx_encoder_model.run_batch). Per-token INT8 (convert/token_int8.py) and float graphs
+# have none and run whole batches; the gate's batched check holds them to that.
+BATCH_DEPENDENT_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QAttention"}
 
 BATCH_SIZE = 8
 
@@ -187,6 +190,11 @@ def add_intervals(report: VariantReport) -> None:
             report.intervals[metric] = [round(low, 4), round(high, 4)]
 
 
+def runs_row_by_row(onnx_path: Path) -> bool:
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.op_type in BATCH_DEPENDENT_OPS for node in graph.node)
+
+
 def validate_variant(variant: str, precision: str, onnx_path: Path, reference: np.ndarray, tokenizer,
                      texts: list[str], output: str, with_types: bool, classes: np.ndarray | None = None,
                      part: str = "all") -> VariantReport:
@@ -195,7 +203,7 @@ def validate_variant(variant: str, precision: str, onnx_path: Path, reference: n
     session = single_sentence_session(onnx_path)
     feeds = [encode(tokenizer, [text], with_types) for text in texts]
     single = one_by_one(session, output, feeds)
-    in_batches = batched(session, output, tokenizer, texts, with_types, ROW_BY_ROW[precision])
+    in_batches = batched(session, output, tokenizer, texts, with_types, runs_row_by_row(onnx_path))
     is_classifier = output == "logits"
     report = VariantReport(variant=variant, precision=precision, sentences=len(texts), part=part)
     report.metrics |= compare(single, reference, is_classifier, "single_")

@@ -73,7 +73,8 @@ def test_minilm_intent_build_reports_the_int8_choice_held_out_accuracy_and_speed
     assert choice["target"] == {"top1_agreement": 0.995, "cosine_min": 0.99, "speed_share": 0.8}
     assert choice["target_met"] == (not choice["target_missed_by"])
     assert entry["int8_scheme"] == ("mixed" if choice["fp32_nodes"] else "full")
-    assert choice["activation_scales"]["MatMul"] == "per token"
+    assert choice["activation_scales"]["MatMul"] == choice["activation_scales"]["Attention"] == "per token, smoothed"
+    assert choice["search"]["smoothing"]["alpha"] in (0.5, 0.65, 0.8)
     changed = choice["changed_answers"]      # the held-out answers INT8 changed, counted again
     assert changed["of"] == held_out["texts"]
     assert changed["texts"] == round((1 - held_out["top1_agreement"]) * held_out["texts"])
@@ -88,7 +89,8 @@ def test_minilm_intent_repository_holds_tokenizer_encoder_and_ensemble(intent_re
     assert (intent_repository / "minilm-intent-tokenizer/1/tokenizer.json").is_file()
     assert (intent_repository / "minilm-intent-encoder/1/model.onnx").is_file()
     assert tokenizer.parameters["max_length"].string_value == "128"
-    assert encoder.parameters["row_by_row"].string_value == "1"   # dynamic INT8, see onnx_encoder_model
+    # per-token INT8 runs whole batches; the gate checked that a batch equals its rows alone
+    assert encoder.parameters["row_by_row"].string_value == "0"
     assert ensemble.max_batch_size == encoder.max_batch_size == tokenizer.max_batch_size == 32
     assert {o.name for o in ensemble.output} == {"LABEL", "SCORE", "PROBABILITIES"}
     labels = (intent_repository / "minilm-intent/labels.txt").read_text().splitlines()
@@ -98,10 +100,11 @@ def test_minilm_intent_repository_holds_tokenizer_encoder_and_ensemble(intent_re
     ops = {n.op_type for n in graph.graph.node}
     assert "LabelEncoder" in ops and "MatMulIntegerToFloat" in ops     # the MatMuls, per-token scales
     kept = _manifest(intent_repository)["models"]["minilm-intent"]["int8_choice"]["fp32_nodes"]
-    # Every Attention is quantised but those the sensitivity search kept in FP32.
-    quantised_attention = sum(n.op_type == "QAttention" for n in graph.graph.node)
-    assert quantised_attention == 6 - sum(name.startswith("Attention") for name in kept), kept
-    assert "Gemm" not in ops or not any(n.op_type == "MatMulInteger" and "head" in n.name for n in graph.graph.node)
+    # Every Attention is per-token INT8 (then MultiHeadAttention) but those the search kept in FP32.
+    fp32_attention = sum(n.op_type == "Attention" for n in graph.graph.node)
+    assert fp32_attention == sum(name.startswith("Attention") for name in kept), kept
+    assert sum(n.op_type == "MultiHeadAttention" for n in graph.graph.node) == 6 - fp32_attention
+    assert not ops & {"QAttention", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}   # nothing per tensor
 
 
 # ------------------------------------------------------------------ other checkpoints

@@ -275,30 +275,40 @@ def test_validation_set_is_realistic_varied_and_spans_lengths(tokenizer):
 
 
 def _linear_chain(shapes, head_op="MatMul"):
-    """MatMuls in a chain (and a head of its own shape, MatMul or Gemm), zero weights."""
+    """MatMuls in a chain (and a head of its own shape, MatMul or Gemm), random weights."""
     from onnx import TensorProto, helper, numpy_helper
 
     weights, nodes, previous = [], [], "x"
     for name, shape in shapes:
-        weights.append(numpy_helper.from_array(np.zeros(shape, np.float32), f"{name}_w"))
+        weights.append(numpy_helper.from_array(np.random.default_rng(1).normal(0, 1, shape).astype(np.float32),
+                                               f"{name}_w"))
         op = head_op if name == "head" else "MatMul"
         nodes.append(helper.make_node(op, [previous, f"{name}_w"], [name], name=name))
         previous = name
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 3])], weights)
-    return helper.make_model(graph)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
+@pytest.mark.parametrize("scales", ["tensor", "token"])
 @pytest.mark.parametrize("head_op", ["MatMul", "Gemm"])
-def test_int8_keeps_the_head_in_fp32_under_the_name_the_quantizer_gives_it(head_op):
-    """Two layers of hidden 4 / intermediate 16, plus a 4x3 head: only the head is excluded,
-    and a Gemm head also under the `<name>_MatMul` that dynamic quantisation rewrites it to."""
-    from convert.optimize import head_nodes
+def test_int8_quantises_the_layers_and_keeps_the_head_in_fp32(head_op, scales, tmp_path):
+    """Two layers of hidden 4 / intermediate 16, plus a 4x3 head: the head (the one shape no
+    other node has) stays an FP32 MatMul or Gemm, though dynamic quantisation renames a Gemm
+    to `<name>_MatMul` before it applies its exclusions; every layer is quantised."""
+    from convert.optimize import head_nodes, quantize_int8
 
     shapes = [("l0_attn_out", (4, 4)), ("l0_ffn_in", (4, 16)), ("l0_ffn_out", (16, 4)),
               ("l1_attn_out", (4, 4)), ("l1_ffn_in", (4, 16)), ("l1_ffn_out", (16, 4)), ("head", (4, 3))]
-    expected = ["head"] + (["head_MatMul"] if head_op == "Gemm" else [])
-    assert head_nodes(_linear_chain(shapes, head_op)) == expected
+    chain = _linear_chain(shapes, head_op)
+    assert head_nodes(chain) == ["head"]
+    onnx.save(chain, str(tmp_path / "fp32.onnx"))
+    graph = onnx.load(str(quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", scales=scales))).graph
+    float_linear = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert [n.input[1] for n in float_linear] == ["head_w"], [n.name for n in float_linear]
+    quantised = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+                    for n in graph.node)
+    assert quantised == 6
 
 
 # ------------------------------------------------------------------ validation texts and their parts
@@ -391,6 +401,7 @@ def tiny_graphs(tmp_path_factory, request):
 def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclusions(tiny_graphs):
     """The search measures spliced graphs; the served graph comes from quantize_dynamic. They
     must be the same computation, or the search would choose on something never served."""
+    from convert import validate
     from convert.optimize import quantize_int8
 
     work, graphs, evaluator, scales, smoothing = tiny_graphs
@@ -401,6 +412,7 @@ def test_spliced_variant_equals_what_onnx_runtime_quantises_with_the_same_exclus
     served = quantize_int8(work / "fp32.onnx", work / "int8-mixed.onnx", kept, scales=scales, smoothing=smoothing)
     ops = {node.op_type for node in onnx.load(str(served)).graph.node}
     assert ("MultiHeadAttention" in ops) == (scales == "token")     # the INT8 Attention's per-token form
+    assert validate.runs_row_by_row(served) == (scales == "tensor")   # only per-tensor scales need it
     rows = list(range(len(evaluator.feeds)))
     spliced = evaluator.outputs(graphs.model(set(graphs.units) - set(kept)), rows)
     assert np.array_equal(spliced, evaluator.outputs(onnx.load(str(served)), rows))
@@ -517,8 +529,10 @@ def test_token_scales_take_matmuls_with_constant_weights_and_refuse_other_nodes(
     with pytest.raises(ValueError, match="no such nodes.*nothere"):
         quantize_units(model, ["dense", "nothere"])
     model.graph.node[0].op_type = "Gemm"
+    assert units(model) == ["dense", "other"]            # a plain Gemm (a pooler) has a per-token form
+    model.graph.node[0].attribute.append(onnx.helper.make_attribute("transA", 1))
     assert units(model) == ["other"]
-    with pytest.raises(ValueError, match="dense is neither a MatMul"):
+    with pytest.raises(ValueError, match="dense is neither a MatMul"):  # nor a plain Gemm
         quantize_units(model, ["dense"])
 
 

@@ -6,10 +6,11 @@ batches): they are padded to the longest, run as one batch and split again. Padd
 does not change a sentence's output: the attention mask excludes it, and the build's
 validation checks that batched outputs equal one-by-one outputs.
 
-Dynamic INT8 is the exception: it scales activations per tensor, so a sentence's
-output would depend on the other sentences of its batch (top-1 flips for a few percent
-of MiniLM intents). For such graphs `row_by_row` runs every sentence alone, unpadded,
-which makes a batch's outputs exactly its sentences' one-by-one outputs.
+ONNX Runtime's dynamic INT8 is the exception: it scales activations per tensor, so a
+sentence's output would depend on the other sentences of its batch (top-1 flips for a few
+percent of MiniLM intents). For such graphs `row_by_row` runs every sentence alone,
+unpadded, which makes a batch's outputs exactly its sentences' one-by-one outputs. The
+build's per-token INT8 (convert/token_int8.py) scales each token alone and runs batched.
 """
 from __future__ import annotations
 
