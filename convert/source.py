@@ -61,9 +61,10 @@ def clinc_label_names(class_names: list[str]) -> dict[str, str]:
 def _preset(name: str) -> dict:
     checkpoint = minilm_checkpoint()
     if name == "minilm-embed":
-        # FP32 on the CPU: INT8 reaches the embedding target (min cosine 0.99 on held-out
-        # texts) only with half its multiply-adds back in FP32, where it no longer pays
-        # (docs/int8.md); --precision int8 builds and serves that mixed variant.
+        # FP32 on the CPU by default: the peers and throughput studies (docs/peers.md,
+        # docs/throughput.md) measured the FP32 embedder. --precision int8 meets the embedding
+        # target (held-out min cosine 0.99) with per-token INT8 and only the embedding lookup
+        # in FP32 (docs/int8.md).
         return dict(checkpoint=checkpoint, task="embedding", cpu_precision="fp32")
     if name == "minilm-intent":
         head = _package_dir("rag_intent_classifier") / "models" / "LogisticRegression.joblib"
