@@ -1,6 +1,7 @@
 """Steps 2-4: symbolic shape inference, ONNX Runtime's transformer fusions, precision variants."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
     graph moves to opset 21; ONNX Runtime quantises the rest (the embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    _quiet_quantizer_advice()
     model = onnx.load(str(source))
     excluded = head_nodes(model) + list(keep_fp32)
     if scales == ActivationScales.TOKEN:
@@ -136,6 +138,22 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
         if scales == ActivationScales.TOKEN:
             source.unlink(missing_ok=True)
     return target
+
+
+# Advice quantize_dynamic logs on every call that does not apply here: the graph comes from the
+# transformer optimizer (its own pre-processing), and the per-token units are quantised on purpose.
+_QUANTIZER_ADVICE = ("Please consider to run pre-processing before quantization",
+                     "Please check if the model is already quantized")
+
+
+def _drop_quantizer_advice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_QUANTIZER_ADVICE)
+
+
+def _quiet_quantizer_advice() -> None:
+    root = logging.getLogger()
+    if _drop_quantizer_advice not in root.filters:
+        root.addFilter(_drop_quantizer_advice)
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:
