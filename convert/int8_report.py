@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import onnx
+
 from .mixed_precision import Measure, Target
 from .validate import VariantReport, wilson_interval
 
@@ -15,9 +17,18 @@ if TYPE_CHECKING:
     from .pipeline import Int8Choice
 
 LENGTHS = (16, 128)
-# How the INT8 units scale their activations (convert/token_int8.py, convert/optimize.py)
-ACTIVATION_SCALES = {"MatMul": "per token, smoothed", "Attention": "per token, smoothed",
-                     "embeddings": "weights only"}
+# Operators that quantise activations with one scale per tensor (ONNX Runtime's dynamic INT8)
+PER_TENSOR_OPS = ("QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLinear")
+
+
+def activation_scales(graph: onnx.ModelProto, smoothing: dict) -> dict:
+    """How the served graph's INT8 projections scale their activations, counted in the graph:
+    per token (convert/token_int8.py: a blocked QuantizeLinear each) or per tensor."""
+    ops = [node.op_type for node in graph.graph.node]
+    per_token = sum(node.op_type == "QuantizeLinear" and any(a.name == "block_size" for a in node.attribute)
+                    for node in graph.graph.node)
+    return {"per_token_projections": per_token, "smoothing_alpha": smoothing.get("alpha"),
+            "per_tensor_operators": sum(ops.count(op) for op in PER_TENSOR_OPS)}
 
 
 def speed_facts(facts: dict[str, dict]) -> dict[str, dict]:
@@ -73,7 +84,8 @@ def target_misses(report: VariantReport, speed: dict | None, target: Target) -> 
 def int8_facts(choice: Int8Choice, speed: dict | None, comparison: dict | None) -> dict:
     """The manifest's `int8_choice` field."""
     search, report = choice.search, choice.report
-    facts = {"fp32_nodes": search.chosen.kept_fp32, "activation_scales": ACTIVATION_SCALES,
+    facts = {"fp32_nodes": search.chosen.kept_fp32,
+             "activation_scales": activation_scales(onnx.load(str(choice.path)), search.smoothing),
              "selection": measure_figures(search.chosen.measure),
              "held_out": held_out_figures(report), "target": search.target.__dict__}
     if comparison:

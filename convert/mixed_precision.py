@@ -14,10 +14,11 @@ the target, and leaves the rest in INT8 (most of the speed-up):
    the FP32 multiply-adds fit the speed target; then, if the agreement target still needs
    it, the most sensitive of the rest; until the selection texts meet the target (early
    stop) or half the units (at most MAX_STEPS) are FP32. Served: the first step that meets
-   the target, else the first that passes the gate on the selection texts (SearchResult.chosen).
-Variants of steps 2-3 are spliced in memory from the FP32 graph and the full INT8 graph
-(quantising each from scratch takes seconds); the served graph is then quantised by ONNX
-Runtime with the chosen exclusions and graded by the gate on the held-out texts. Every
+   the target, else the last that passes the gate on the selection texts (SearchResult.chosen).
+Variants of steps 2-3 are spliced in memory from the FP32 graph and the every-unit INT8 graph
+of step 1 (quantising each from scratch takes seconds); the served graph is then quantised
+again with the chosen exclusions (convert/optimize.py: quantize_int8) and graded by the gate
+on the held-out texts. Every
 step is deterministic: fixed texts, fixed order, ties broken by graph order.
 """
 from __future__ import annotations
@@ -109,7 +110,7 @@ def changed_answers(candidate: np.ndarray, reference: np.ndarray) -> dict:
 # ---------------------------------------------------------------- variants spliced in memory
 
 class SplicedGraphs:
-    """Any mix of FP32 and INT8 units, built from the FP32 graph and the full INT8 graph.
+    """Any mix of FP32 and INT8 units, built from the FP32 graph and the every-unit INT8 graph.
 
     A unit is an FP32 node whose output the INT8 graph computes with other operators
     (QAttention, MatMulInteger with its DynamicQuantizeLinear and scale multiplications,
@@ -199,12 +200,12 @@ class SearchResult:
 
     @property
     def chosen(self) -> Step:
-        """The first step that met the target's agreement. Else the first (fastest: each step
-        keeps one unit more in FP32) that passes the gate on the selection texts, as the
-        agreement is then missed anyway and speed is what is left to win. Else the last (the
-        most error removed), which the held-out gate will most likely refuse."""
-        return (next((s for s in self.steps if s.measure.meets(self.target)), None)
-                or next((s for s in self.steps if s.measure.passes_gate()), self.steps[-1]))
+        """The first step that met the target's agreement (the fastest that did: each step keeps
+        one unit more in FP32). Else the last that passes the gate on the selection texts: the
+        most error removed among them, so that the held-out gate, which grades it next, has
+        the best chance to pass it. Else the last step."""
+        met = next((s for s in self.steps if s.measure.meets(self.target)), None)
+        return met or next((s for s in reversed(self.steps) if s.measure.passes_gate()), self.steps[-1])
 
     def as_dict(self) -> dict:
         return {"target": self.target.__dict__, "units": len(self.units),

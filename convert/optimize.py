@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -118,7 +119,6 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
     graph moves to opset 21; ONNX Runtime quantises the rest (the embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _quiet_quantizer_advice()
     model = onnx.load(str(source))
     excluded = head_nodes(model) + list(keep_fp32)
     if scales == ActivationScales.TOKEN:
@@ -132,28 +132,33 @@ def quantize_int8(source: Path, target: Path, keep_fp32: Sequence[str] = (),
     gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
     excluded += [f"{name}_MatMul" for name in excluded if name in gemms]
     try:
-        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with _advice_dropped(_QUANTIZER_ADVICE[:1] if scales == ActivationScales.TENSOR else _QUANTIZER_ADVICE):
+            quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                             nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         if scales == ActivationScales.TOKEN:
             source.unlink(missing_ok=True)
     return target
 
 
-# Advice quantize_dynamic logs on every call that does not apply here: the graph comes from the
-# transformer optimizer (its own pre-processing), and the per-token units are quantised on purpose.
+# Advice quantize_dynamic logs that does not apply here: the graph comes from the transformer
+# optimizer (its own pre-processing), and with token scales the per-token units are already
+# quantised on purpose (with per-tensor scales that second warning would mean something).
 _QUANTIZER_ADVICE = ("Please consider to run pre-processing before quantization",
                      "Please check if the model is already quantized")
 
 
-def _drop_quantizer_advice(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(_QUANTIZER_ADVICE)
+@contextmanager
+def _advice_dropped(messages: tuple[str, ...]):
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(messages)
 
-
-def _quiet_quantizer_advice() -> None:
     root = logging.getLogger()
-    if _drop_quantizer_advice not in root.filters:
-        root.addFilter(_drop_quantizer_advice)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:

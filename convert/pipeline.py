@@ -241,6 +241,10 @@ def quantize_validated(fp32: Path, work: Path, checks: ValidationSet, timings: d
         full = optimize.quantize_int8(fp32, work / "int8-full.onnx")
     with step(f"per-token INT8: smoothing calibrated on {len(selection.texts)} selection texts", timings):
         units = token_int8.units(fp32_graph, exclude=optimize.head_nodes(fp32_graph))
+        leftovers = token_int8.per_tensor_leftovers(fp32_graph, exclude=optimize.head_nodes(fp32_graph))
+        if leftovers:
+            console.print(f"  [yellow]no per-token form for {', '.join(leftovers)}: ONNX Runtime's per-tensor INT8 "
+                          "there, and the INT8 encoder runs each sentence alone[/yellow]")
         smoothing, by_alpha = mixed_precision.choose_smoothing(fp32_graph, units, evaluator)
         every_unit = optimize.quantize_int8(fp32, work / "int8-token.onnx", scales=TOKEN, smoothing=smoothing)
     with step(f"sensitivity search on {len(selection.texts)} selection texts", timings):
