@@ -11,24 +11,23 @@ from typing import TYPE_CHECKING
 import onnx
 
 from .mixed_precision import Measure, Target
-from .validate import VariantReport, wilson_interval
+from .validate import BATCH_DEPENDENT_OPS, VariantReport, wilson_interval
 
 if TYPE_CHECKING:
     from .pipeline import Int8Choice
 
 LENGTHS = (16, 128)
-# Operators that quantise activations with one scale per tensor (ONNX Runtime's dynamic INT8)
-PER_TENSOR_OPS = ("QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLinear")
 
 
 def activation_scales(graph: onnx.ModelProto, smoothing: dict) -> dict:
     """How the served graph's INT8 projections scale their activations, counted in the graph:
-    per token (convert/token_int8.py: a blocked QuantizeLinear each) or per tensor."""
+    per token (convert/token_int8.py: a blocked QuantizeLinear each) or per tensor (ONNX
+    Runtime's dynamic operators, the ones that make a graph batch-dependent)."""
     ops = [node.op_type for node in graph.graph.node]
     per_token = sum(node.op_type == "QuantizeLinear" and any(a.name == "block_size" for a in node.attribute)
                     for node in graph.graph.node)
     return {"per_token_projections": per_token, "smoothing_alpha": smoothing.get("alpha"),
-            "per_tensor_operators": sum(ops.count(op) for op in PER_TENSOR_OPS)}
+            "per_tensor_operators": sum(ops.count(op) for op in BATCH_DEPENDENT_OPS)}
 
 
 def speed_facts(facts: dict[str, dict]) -> dict[str, dict]:

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from ._modelrepo import Precision
-from .token_int8 import Smoothing, calibrate, quantize_units
+from .token_int8 import Smoothing, calibrate, opset_of, quantize_units
 from .validate import THRESHOLDS, single_sentence_session
 
 PROBE_TEXTS = 48     # sensitivity is measured on this many selection texts
@@ -118,8 +118,8 @@ class SplicedGraphs:
     unit's outputs and tensors the FP32 graph already has."""
 
     def __init__(self, fp32: onnx.ModelProto, int8: onnx.ModelProto):
-        if _opset(fp32) != _opset(int8):
-            raise ValueError(f"the FP32 graph is at opset {_opset(fp32)} and the INT8 graph at {_opset(int8)}: "
+        if opset_of(fp32) != opset_of(int8):
+            raise ValueError(f"the FP32 graph is at opset {opset_of(fp32)} and the INT8 graph at {opset_of(int8)}: "
                              "upgrade the FP32 graph (token_int8.upgrade_opset) before splicing")
         self.fp32, self.int8 = fp32, int8
         self.replacements = _replacements(fp32, int8)
@@ -153,10 +153,6 @@ class SplicedGraphs:
                                        weights, value_info=self.fp32.graph.value_info)
         opsets = {o.domain: o for o in list(self.fp32.opset_import) + list(self.int8.opset_import)}
         return onnx.helper.make_model(graph, opset_imports=list(opsets.values()), ir_version=self.int8.ir_version)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _replacements(fp32: onnx.ModelProto, int8: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

@@ -240,8 +240,9 @@ def quantize_validated(fp32: Path, work: Path, checks: ValidationSet, timings: d
     with step("INT8 dynamic per-channel, every operator but the head", timings):
         full = optimize.quantize_int8(fp32, work / "int8-full.onnx")
     with step(f"per-token INT8: smoothing calibrated on {len(selection.texts)} selection texts", timings):
-        units = token_int8.units(fp32_graph, exclude=optimize.head_nodes(fp32_graph))
-        leftovers = token_int8.per_tensor_leftovers(fp32_graph, exclude=optimize.head_nodes(fp32_graph))
+        head = optimize.head_nodes(fp32_graph)
+        units = token_int8.units(fp32_graph, exclude=head)
+        leftovers = token_int8.per_tensor_leftovers(fp32_graph, exclude=head)
         if leftovers:
             console.print(f"  [yellow]no per-token form for {', '.join(leftovers)}: ONNX Runtime's per-tensor INT8 "
                           "there, and the INT8 encoder runs each sentence alone[/yellow]")

@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .token_int8 import opset_of
+
 ML_DOMAIN = "ai.onnx.ml"
 
 
@@ -23,8 +25,7 @@ def _ensure_ml_opset(model: onnx.ModelProto) -> None:
 def _reduce_max_last_axis(model: onnx.ModelProto, source: str, target: str) -> onnx.NodeProto:
     """ReduceMax takes its axes as an attribute up to opset 17 and as an input from 18 (the
     INT8 graphs with per-token scales are at opset 21)."""
-    opset = next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
-    if opset < 18:
+    if opset_of(model) < 18:
         return helper.make_node("ReduceMax", [source], [target], axes=[-1], keepdims=1, name="top1_score")
     model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), "top1_score_axes"))
     return helper.make_node("ReduceMax", [source, "top1_score_axes"], [target], keepdims=1, name="top1_score")

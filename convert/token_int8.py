@@ -61,7 +61,8 @@ class Smoothing:
         return np.maximum(factors, tiny).astype(np.float32)
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def opset_of(model: onnx.ModelProto) -> int:
+    """The graph's default-domain opset."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
 
 
@@ -79,7 +80,7 @@ def per_tensor_leftovers(model: onnx.ModelProto, exclude: Iterable[str] = ()) ->
 def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """The same graph at opset 21 (ONNX's converter rewrites what changed, e.g. the Reduce
     operators' axes attribute into an input). Contrib operators are left as they are."""
-    return model if _opset(model) >= OPSET else version_converter.convert_version(model, OPSET)
+    return model if opset_of(model) >= OPSET else version_converter.convert_version(model, OPSET)
 
 
 def units(model: onnx.ModelProto, exclude: Iterable[str] = ()) -> list[str]:
@@ -212,8 +213,8 @@ def quantize_units(model: onnx.ModelProto, names: Iterable[str], smoothing: Smoo
     """A copy of the (opset 21) model with the named units in their per-token INT8 form; their
     FP32 weights are dropped once unused."""
     names = set(names)
-    if _opset(model) < OPSET:
-        raise ValueError(f"the graph is at opset {_opset(model)}; per-token INT8 needs opset {OPSET} "
+    if opset_of(model) < OPSET:
+        raise ValueError(f"the graph is at opset {opset_of(model)}; per-token INT8 needs opset {OPSET} "
                          "(upgrade_opset first)")
     weights = {t.name: t for t in model.graph.initializer}
     model = onnx.ModelProto.FromString(model.SerializeToString())
